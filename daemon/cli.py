@@ -1,0 +1,190 @@
+"""The ``autokr`` command: the one place where errors become one-line messages for people."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from loguru import logger
+
+from daemon import __version__
+from daemon.config import Config, ConfigError, default_config_path, load_config
+from daemon.errors import AutoKRError, WorkerFailed
+from daemon.logs import setup_logging
+from daemon.store import Job, Store
+from workers.errors import WorkerError
+from workers.media import probe
+
+EXIT_ERROR = 1
+
+
+def _config(arguments: argparse.Namespace, need_inbox: bool = True) -> Config:
+    return load_config(arguments.config, need_inbox=need_inbox)
+
+
+def _store(arguments: argparse.Namespace) -> Store:
+    config = _config(arguments, need_inbox=False)
+    return Store(config.database_path)
+
+
+def command_run(arguments: argparse.Namespace) -> int:
+    from daemon.notify import Notifier
+    from daemon.supervisor import Flags, Supervisor
+    from workers.media import find_ffmpeg, find_ffprobe
+
+    config = _config(arguments)
+    find_ffmpeg(), find_ffprobe()  # fail now, with a clear message, rather than on the first video
+    store = Store(config.database_path)
+    flags = Flags()
+    flags.install()
+    logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
+    try:
+        return Supervisor(config, store, Notifier(), flags).run()
+    finally:
+        store.close()
+
+
+def _one_line(text: str | None) -> str:
+    return (text or "").replace("\n", "\\n")
+
+
+def _format_table(jobs: list[Job]) -> str:
+    rows = [("ID", "STATE", "STAGE", "PROGRESS", "VIDEO", "ERROR / NOTE")]
+    for job in jobs:
+        progress = f"{job.progress:.0f}%" if job.progress is not None and job.state == "running" else "-"
+        detail = job.error or job.note or ""
+        if job.state == "queued" and job.error:
+            detail = f"retrying: {job.error}"
+        rows.append((str(job.id), job.state, job.stage, progress, _one_line(job.path), _one_line(detail)))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row)).rstrip() for row in rows
+    )
+
+
+def command_status(arguments: argparse.Namespace) -> int:
+    store = _store(arguments)
+    try:
+        jobs = store.jobs()
+    finally:
+        store.close()
+    if arguments.json:
+        print(json.dumps([job.as_public_dict() for job in jobs], ensure_ascii=False, indent=1))
+    elif not jobs:
+        print("no videos yet")
+    else:
+        print(_format_table(jobs))
+    return 0
+
+
+def command_retry(arguments: argparse.Namespace) -> int:
+    store = _store(arguments)
+    try:
+        job = store.retry(arguments.job, force=arguments.force)
+    finally:
+        store.close()
+    print(f"job {job.id} queued at {job.stage}: {job.path}")
+    return 0
+
+
+def command_enqueue(arguments: argparse.Namespace) -> int:
+    path = Path(arguments.video).absolute()
+    status = path.stat()
+    probe(path)
+    store = _store(arguments)
+    try:
+        job = store.add(str(path), status.st_size, status.st_mtime_ns, force=arguments.force)
+    finally:
+        store.close()
+    print(f"job {job.id} queued: {job.path}")
+    return 0
+
+
+def command_once(arguments: argparse.Namespace) -> int:
+    from daemon.once import run_once
+
+    if arguments.config is None and not default_config_path().exists():
+        config = Config()
+    else:
+        config = _config(arguments, need_inbox=False)
+    models = config.models
+    overrides = {"whisper": arguments.whisper, "translator": arguments.translator, "device": arguments.device}
+    config = dataclasses.replace(
+        config, models=dataclasses.replace(models, **{k: v for k, v in overrides.items() if v is not None})
+    )
+    started = time.monotonic()
+    written = run_once(config, Path(arguments.video), Path(arguments.output) if arguments.output else None)
+    for path in written:
+        print(path)
+    print(f"finished in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autokr", description="Korean subtitles for Japanese videos.")
+    parser.add_argument("--version", action="version", version=f"autokr {__version__}")
+    parser.add_argument("--config", type=Path, help="config file (default: $AUTOKR_CONFIG or config/autokr.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the daemon in the foreground (what systemd runs)")
+    run.set_defaults(handler=command_run)
+
+    status = commands.add_parser("status", help="list every video, its stage and any error")
+    status.add_argument("--json", action="store_true", help="machine-readable (stable fields)")
+    status.set_defaults(handler=command_status)
+
+    retry = commands.add_parser("retry", help="queue a failed job again")
+    retry.add_argument("job", help="job id or video path")
+    retry.add_argument("--force", action="store_true", help="redo from the start, replacing existing subtitles")
+    retry.set_defaults(handler=command_retry)
+
+    enqueue = commands.add_parser("enqueue", help="add one video (also outside the inbox)")
+    enqueue.add_argument("video")
+    enqueue.add_argument("--force", action="store_true", help="replace an existing subtitle")
+    enqueue.set_defaults(handler=command_enqueue)
+
+    once = commands.add_parser("once", help="the whole pipeline for one video, without the daemon")
+    once.add_argument("video")
+    once.add_argument("-o", "--output", help="subtitle file to write (default: beside the video)")
+    once.add_argument("-w", "--whisper", help="Whisper model name or checkpoint path")
+    once.add_argument("-t", "--translator", help="NLLB model name or directory")
+    once.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    once.set_defaults(handler=command_once)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    if arguments.command == "run" and arguments.config is None:
+        # Resolve now so the log says which file; for other commands it is resolved lazily.
+        arguments.config = default_config_path()
+    setup_logging(arguments.verbose)
+    try:
+        return int(arguments.handler(arguments))
+    except ConfigError as error:
+        print(f"autokr: configuration problems in {error.path}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    except WorkerFailed as error:
+        print(f"autokr: {error.reason}", file=sys.stderr)
+        if error.stderr_tail:
+            print("last worker output:\n  " + error.stderr_tail.replace("\n", "\n  "), file=sys.stderr)
+        return EXIT_ERROR
+    except (AutoKRError, WorkerError) as error:
+        print(f"autokr: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except FileNotFoundError as error:
+        print(f"autokr: file not found: {error.filename}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

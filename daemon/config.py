@@ -1,0 +1,219 @@
+"""Configuration: frozen dataclasses loaded from TOML, with every problem reported at once.
+
+``config/autokr.toml`` is the documented default; each key below is described there too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from daemon.errors import ConfigError
+from workers.languages import NLLB_CODES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_VIDEO_EXTENSIONS = (".mkv", ".mp4", ".m4v", ".avi", ".mov", ".webm", ".ts", ".m2ts", ".wmv", ".flv", ".mpg")
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory=autokr sets $STATE_DIRECTORY (/var/lib/autokr).
+    return Path(os.environ.get("STATE_DIRECTORY") or "~/.local/state/autokr").expanduser()
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    inbox: tuple[Path, ...] = field(default=(), metadata={"type": "paths"})
+    """Folders watched recursively for videos (often Plex/Jellyfin library folders)."""
+    state_dir: Path = field(default_factory=_default_state_dir, metadata={"type": "path"})
+    """Where the SQLite database, work files and downloaded models live."""
+    stable_seconds: float = field(default=10.0, metadata={"type": "number"})
+    """A file becomes a job once its size and mtime have not changed for this long."""
+    scan_interval_seconds: float = field(default=300.0, metadata={"type": "number"})
+    """Full rescan of the inboxes this often, for events inotify dropped."""
+    write_source_subtitles: bool = field(default=False, metadata={"type": "bool"})
+    """Also write ``Video.ja.srt`` (the transcript) beside the video."""
+    max_attempts: int = field(default=3, metadata={"type": "int"})
+    """Attempts at one stage before a job is failed, for causes that may pass."""
+    retry_backoff_seconds: float = field(default=30.0, metadata={"type": "number"})
+    """Wait before the first retry; doubled for each further attempt."""
+    worker_stop_seconds: float = field(default=10.0, metadata={"type": "number"})
+    """On shutdown, how long a worker gets after SIGTERM before SIGKILL."""
+    follow_symlinks: bool = field(default=False, metadata={"type": "bool"})
+    """Follow symbolic links in the inbox that point outside it."""
+    video_extensions: tuple[str, ...] = field(default=DEFAULT_VIDEO_EXTENSIONS, metadata={"type": "strings"})
+    """File name endings treated as videos (case-insensitive)."""
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    whisper: str = field(default="auto", metadata={"type": "str"})
+    """Whisper model name (large-v3, medium, small, ...), a checkpoint path, or auto."""
+    translator: str = field(default="auto", metadata={"type": "str"})
+    """NLLB model name (facebook/nllb-200-distilled-600M, ...), a local directory, or auto."""
+    device: str = field(default="auto", metadata={"type": "str"})
+    """auto (CUDA when available), cpu, cuda or cuda:N."""
+    videos_per_worker: int = field(default=8, metadata={"type": "int"})
+    """Videos waiting at one stage that one worker process takes (the model loads once)."""
+    translate_batch_size: int = field(default=16, metadata={"type": "int"})
+    """Sentences per translation batch."""
+    model_dir: Path | None = field(default=None, metadata={"type": "path"})
+    """Where named models are downloaded; default ``<state_dir>/models``."""
+
+
+@dataclass(frozen=True)
+class LanguageSettings:
+    source: str = field(default="ja", metadata={"type": "str"})
+    """Spoken language of the videos (ISO 639-1)."""
+    target: str = field(default="ko", metadata={"type": "str"})
+    """Subtitle language; also the tag in ``Video.<target>.srt``."""
+
+
+@dataclass(frozen=True)
+class Config:
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    languages: LanguageSettings = field(default_factory=LanguageSettings)
+    path: Path | None = None
+
+    @property
+    def database_path(self) -> Path:
+        return self.daemon.state_dir / "autokr.sqlite3"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.daemon.state_dir / "work"
+
+    @property
+    def model_dir(self) -> Path:
+        return self.models.model_dir or self.daemon.state_dir / "models"
+
+
+SECTIONS: dict[str, type] = {"daemon": DaemonSettings, "models": ModelSettings, "languages": LanguageSettings}
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def default_config_path() -> Path:
+    """``$AUTOKR_CONFIG``, else the first of ./config/autokr.toml, ~/.config/autokr/autokr.toml,
+    /etc/autokr/autokr.toml that exists."""
+    if os.environ.get("AUTOKR_CONFIG"):
+        return Path(os.environ["AUTOKR_CONFIG"])
+    candidates = [Path("config/autokr.toml"), Path("~/.config/autokr/autokr.toml").expanduser()]
+    candidates.append(Path("/etc/autokr/autokr.toml"))
+    return next((path for path in candidates if path.exists()), candidates[0])
+
+
+def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str) -> Any:
+    def as_path(text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else (base / path)
+
+    if kind == "bool" and isinstance(value, bool):
+        return value
+    if kind == "int" and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if kind == "number" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind == "str" and isinstance(value, str):
+        return value
+    if kind == "path" and isinstance(value, str):
+        return as_path(value)
+    if kind == "paths" and isinstance(value, str):
+        return (as_path(value),)
+    if kind in ("paths", "strings") and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(as_path(v) for v in value) if kind == "paths" else tuple(value)
+    expected = {
+        "bool": "true or false", "int": "a whole number", "number": "a number", "str": "a string",
+        "path": "a path string", "paths": "a list of path strings", "strings": "a list of strings",
+    }[kind]  # fmt: skip
+    problems.append(f"{where} must be {expected}, not {value!r}")
+    return None
+
+
+def _build_section(cls: type, table: Any, base: Path, problems: list[str], section: str) -> Any:
+    if not isinstance(table, dict):
+        problems.append(f"[{section}] must be a table")
+        return cls()
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in table.items():
+        where = f"[{section}] {key}"
+        if key not in known:
+            problems.append(f"unknown key {where}")
+            continue
+        converted = _convert(value, known[key].metadata["type"], base, problems, where)
+        if converted is not None:
+            values[key] = converted
+    return cls(**values)
+
+
+def _validate(config: Config, problems: list[str], need_inbox: bool) -> None:
+    daemon, models, languages = config.daemon, config.models, config.languages
+    if need_inbox and not daemon.inbox:
+        problems.append("[daemon] inbox must name at least one folder")
+    for folder in daemon.inbox:
+        if not folder.is_dir():
+            problems.append(f"[daemon] inbox folder does not exist: {folder}")
+    try:
+        daemon.state_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(daemon.state_dir, os.W_OK | os.X_OK):
+            problems.append(f"[daemon] state_dir is not writable: {daemon.state_dir}")
+    except OSError as error:
+        problems.append(f"[daemon] state_dir cannot be created: {daemon.state_dir} ({error.strerror})")
+    for name in ("stable_seconds", "scan_interval_seconds", "retry_backoff_seconds", "worker_stop_seconds"):
+        if getattr(daemon, name) < 0:
+            problems.append(f"[daemon] {name} must not be negative")
+    if daemon.max_attempts < 1:
+        problems.append("[daemon] max_attempts must be at least 1")
+    for name in ("videos_per_worker", "translate_batch_size"):
+        if getattr(models, name) < 1:
+            problems.append(f"[models] {name} must be at least 1")
+    if not DEVICE_PATTERN.match(models.device):
+        problems.append(f"[models] device must be auto, cpu, cuda or cuda:N, not {models.device!r}")
+    for name in ("whisper", "translator"):
+        if not getattr(models, name).strip():
+            problems.append(f"[models] {name} must not be empty")
+    for name in ("source", "target"):
+        if getattr(languages, name) not in NLLB_CODES:
+            known = ", ".join(sorted(NLLB_CODES))
+            problems.append(f"[languages] {name} {getattr(languages, name)!r} is not supported (known: {known})")
+
+
+def load_config(path: Path | None = None, need_inbox: bool = True) -> Config:
+    """Reads and validates the config file (``need_inbox=False`` for ``autokr once``).
+
+    Raises:
+        ConfigError: listing every problem found, with the file name and key.
+    """
+    path = Path(path) if path else default_config_path()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(path, [f"cannot read: {error}"]) from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(path, [f"not valid TOML: {error}"]) from None
+    problems: list[str] = []
+    base = path.parent.absolute()
+    sections = {}
+    for key, value in raw.items():
+        if key not in SECTIONS:
+            problems.append(f"unknown section [{key}]")
+            continue
+        sections[key] = _build_section(SECTIONS[key], value, base, problems, key)
+    config = Config(path=path.absolute(), **sections)
+    if config.daemon.video_extensions:
+        lowered = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in config.daemon.video_extensions)
+        config = replace(config, daemon=replace(config.daemon, video_extensions=lowered))
+    _validate(config, problems, need_inbox)
+    if problems:
+        raise ConfigError(path, problems)
+    return config

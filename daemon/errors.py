@@ -1,0 +1,48 @@
+"""The daemon's exceptions: one root, specific subclasses that carry context.
+
+They are turned into one-line messages for people only at the CLI edge (``daemon.cli``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AutoKRError(Exception):
+    """Root of every error the daemon and the ``autokr`` command raise on purpose."""
+
+
+class ConfigError(AutoKRError):
+    """The configuration file has one or more problems; all of them are listed."""
+
+    def __init__(self, path: Path | None, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        where = str(path) if path else "configuration"
+        super().__init__(f"{where}: " + "; ".join(problems))
+
+
+class StoreError(AutoKRError):
+    """The state database cannot be used."""
+
+
+class DatabaseTooNew(StoreError):
+    """The database was written by a newer AutoKR; it is left untouched."""
+
+
+class DatabaseCorrupt(StoreError):
+    """The database file is not a usable SQLite database; it is left untouched."""
+
+
+class JobNotFound(AutoKRError):
+    """No job matches the id or path a person gave."""
+
+
+class WorkerFailed(AutoKRError):
+    """A stage worker could not do its work; carries the reason and its stderr tail."""
+
+    def __init__(self, reason: str, stderr_tail: str = "", permanent: bool = False) -> None:
+        self.reason = reason
+        self.stderr_tail = stderr_tail
+        self.permanent = permanent
+        super().__init__(reason)

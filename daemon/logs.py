@@ -1,0 +1,30 @@
+"""Logging with loguru to stderr.
+
+Under systemd (``JOURNAL_STREAM`` set) lines carry no timestamp, since journald adds its own,
+and start with the sd-daemon priority prefix (``<3>`` error … ``<7>`` debug), so
+``journalctl -p warning -u autokr`` filters by level.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from loguru import logger
+
+SYSLOG_PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+
+def _journal_format(record: Any) -> str:
+    priority = SYSLOG_PRIORITY.get(record["level"].name, 6)
+    return f"<{priority}>{{message}}\n{{exception}}"
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logger.remove()
+    level = "DEBUG" if verbose or os.environ.get("AUTOKR_DEBUG") else "INFO"
+    if os.environ.get("JOURNAL_STREAM"):
+        logger.add(sys.stderr, level=level, format=_journal_format, colorize=False)
+    else:
+        logger.add(sys.stderr, level=level, format="{time:YYYY-MM-DD HH:mm:ss} {level: <7} {message}")

@@ -1,0 +1,111 @@
+"""Where each stage reads and writes, and the worker command line for a batch of jobs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from daemon.config import Config
+from workers.common import TEMP_MARKER
+
+STAGE_OUTPUT_NAMES = {"extract": "audio.wav", "transcribe": "transcript.json", "translate": "translation.json"}
+STAGE_INPUT = {"transcribe": "extract", "translate": "transcribe", "subtitle": "translate"}
+
+
+def job_work_dir(config: Config, job_id: int) -> Path:
+    return config.work_dir / str(job_id)
+
+
+def subtitle_path(video: Path, language: str) -> Path:
+    """``Show - 01.mkv`` → ``Show - 01.ko.srt``: the sidecar name Plex and Jellyfin read."""
+    return video.with_name(f"{video.stem}.{language}.srt")
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    job_id: int
+    input: Path
+    output: Path
+    extra: dict[str, Any]
+
+
+def batch_item(config: Config, stage: str, job_id: int, video: Path, force: bool) -> BatchItem:
+    work = job_work_dir(config, job_id)
+    if stage == "extract":
+        return BatchItem(job_id, video, work / STAGE_OUTPUT_NAMES["extract"], {})
+    source = work / STAGE_OUTPUT_NAMES[STAGE_INPUT[stage]]
+    if stage in STAGE_OUTPUT_NAMES:
+        return BatchItem(job_id, source, work / STAGE_OUTPUT_NAMES[stage], {})
+    languages = config.languages
+    extra: dict[str, Any] = {"overwrite": force, "source_output": None}
+    if config.daemon.write_source_subtitles:
+        extra["source_output"] = str(subtitle_path(video, languages.source))
+    return BatchItem(job_id, source, subtitle_path(video, languages.target), extra)
+
+
+def stage_options(config: Config, stage: str) -> list[str]:
+    models, languages = config.models, config.languages
+    if stage == "transcribe":
+        return [
+            "--model", models.whisper, "--language", languages.source, "--device", models.device,
+            "--model-dir", str(config.model_dir / "whisper"),
+        ]  # fmt: skip
+    if stage == "translate":
+        return [
+            "--model", models.translator, "--source", languages.source, "--target", languages.target,
+            "--device", models.device, "--batch-size", str(models.translate_batch_size),
+            "--model-dir", str(config.model_dir / "huggingface"),
+        ]  # fmt: skip
+    return []
+
+
+def worker_environment(config: Config) -> dict[str, str]:
+    """Keeps model caches under the state folder (writable under systemd's ProtectHome)."""
+    return {
+        "HF_HOME": str(config.model_dir / "huggingface"),
+        "TRANSFORMERS_VERBOSITY": "error",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "TQDM_DISABLE": "1",
+    }
+
+
+def write_manifest(path: Path, items: list[BatchItem]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [
+        {"id": str(item.job_id), "input": str(item.input), "output": str(item.output), **item.extra} for item in items
+    ]
+    path.write_text(json.dumps(entries, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
+def worker_command(config: Config, stage: str, manifest: Path) -> list[str]:
+    return [sys.executable, "-m", f"workers.{stage}", "--jobs", str(manifest), *stage_options(config, stage)]
+
+
+def remove_temporary_files(outputs: list[Path]) -> int:
+    """Removes the hidden temporary files a killed worker may have left beside ``outputs``."""
+    removed = 0
+    for output in outputs:
+        with contextlib.suppress(OSError):
+            for leftover in output.parent.glob(f".{_glob_escape(output.name)}{TEMP_MARKER}*"):
+                leftover.unlink()
+                removed += 1
+    return removed
+
+
+def _glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def remove_work_files(config: Config, job_id: int, keep: tuple[str, ...] = ("transcript.json", "translation.json")) -> None:
+    """After a job is done: the WAV goes (about 115 MB an hour of audio); the small JSONs stay."""
+    work = job_work_dir(config, job_id)
+    with contextlib.suppress(OSError):
+        for entry in work.iterdir():
+            if entry.name not in keep:
+                os.unlink(entry)

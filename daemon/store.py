@@ -1,0 +1,349 @@
+"""The job store: every video's stage state in one SQLite file (through sqlite-utils).
+
+WAL mode so ``autokr status`` can read while the daemon writes; ``synchronous=FULL`` so a
+committed stage survives power loss; a ``busy_timeout`` so a second writer (``autokr retry``)
+waits instead of failing; and every read-then-write in ``BEGIN IMMEDIATE`` (sqlite-utils'
+``atomic()`` opens a deferred ``BEGIN``, which can fail to upgrade to a write lock).
+
+Job states: ``queued`` (waiting at ``stage``), ``running`` (a worker has it), ``done``,
+``failed``, ``skipped`` (a subtitle already existed) and ``dropped`` (the video vanished).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, StoreError
+from workers.protocol import STAGES
+
+SCHEMA_VERSION = 1
+FIRST_STAGE, LAST_STAGE = STAGES[0], STAGES[-1]
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    state: str
+    stage: str
+    progress: float | None
+    attempts: int
+    not_before: float
+    runs: dict[str, int]
+    error: str | None
+    stderr_tail: str | None
+    note: str | None
+    generation: int
+    force: bool
+    facts: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        values = dict(row)
+        values["runs"] = json.loads(values["runs"] or "{}")
+        values["facts"] = json.loads(values["facts"] or "{}")
+        values["force"] = bool(values["force"])
+        return cls(**values)
+
+    def as_public_dict(self) -> dict[str, Any]:
+        """The stable JSON shape of ``autokr status --json`` (other tools rely on it)."""
+        return {
+            "id": self.id,
+            "path": self.path,
+            "state": self.state,
+            "stage": self.stage,
+            "progress": self.progress,
+            "error": self.error,
+            "note": self.note,
+            "runs": self.runs,
+            "attempts": self.attempts,
+            "stderr_tail": self.stderr_tail,
+            "models": {k: v for k, v in self.facts.items() if k.endswith("_model")},
+            "updated_at": self.updated_at,
+        }
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(  # type: ignore[union-attr]
+        {
+            "id": int, "path": str, "size": int, "mtime_ns": int, "state": str, "stage": str,
+            "progress": float, "attempts": int, "not_before": float, "runs": str, "error": str,
+            "stderr_tail": str, "note": str, "generation": int, "force": int, "facts": str,
+            "created_at": float, "updated_at": float,
+        },  # fmt: skip
+        pk="id",
+        not_null={"path", "state", "stage", "attempts", "generation", "runs", "facts"},
+        defaults={"attempts": 0, "not_before": 0, "runs": "{}", "facts": "{}", "generation": 0, "force": 0},
+    )
+    db["jobs"].create_index(["path"], unique=True)  # type: ignore[union-attr]
+    db["jobs"].create_index(["state", "stage"])  # type: ignore[union-attr]
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migration_1}
+
+
+class Store:
+    """The narrow interface the rest of AutoKR uses; SQL stays in this module."""
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        try:
+            connection = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA busy_timeout = 30000")
+            mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            connection.execute("PRAGMA synchronous = FULL")
+        except sqlite3.DatabaseError as error:
+            raise DatabaseCorrupt(
+                f"{path} is not a usable SQLite database ({error}); AutoKR left it untouched. "
+                "Move it aside to start with an empty database."
+            ) from error
+        if str(mode).lower() != "wal":
+            raise StoreError(f"{path}: cannot switch to WAL mode (journal_mode={mode}); is it on a network file system?")
+        self.db = sqlite_utils.Database(connection)
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        connection = self.db.conn
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        try:
+            with self._write() as connection:
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)"
+                )
+                row = connection.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+                current = row[0] or 0
+                if current > SCHEMA_VERSION:
+                    raise DatabaseTooNew(
+                        f"{self.path} was written by a newer AutoKR (schema {current}, this one knows "
+                        f"{SCHEMA_VERSION}); AutoKR left it untouched. Upgrade AutoKR."
+                    )
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    # Applied and recorded in the same transaction: a crash leaves neither.
+                    MIGRATIONS[version](self.db)
+                    connection.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, self.clock())
+                    )
+        except sqlite3.DatabaseError as error:
+            raise DatabaseCorrupt(
+                f"{self.path} is not a usable SQLite database ({error}); AutoKR left it untouched. "
+                "Move it aside to start with an empty database."
+            ) from error
+
+    # --- reading -------------------------------------------------------------------------
+
+    def _rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[Job]:
+        cursor = self.db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", params)
+        names = [d[0] for d in cursor.description]
+        return [Job.from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
+
+    def jobs(self) -> list[Job]:
+        return self._rows()
+
+    def get(self, job_id: int) -> Job:
+        found = self._rows("id = ?", (job_id,))
+        if not found:
+            raise JobNotFound(f"no job with id {job_id}")
+        return found[0]
+
+    def find(self, path: str) -> Job | None:
+        found = self._rows("path = ?", (path,))
+        return found[0] if found else None
+
+    def resolve(self, id_or_path: str) -> Job:
+        if id_or_path.isdigit():
+            with contextlib.suppress(JobNotFound):
+                return self.get(int(id_or_path))
+        job = self.find(str(Path(id_or_path).absolute()))
+        if job is None:
+            raise JobNotFound(f"no job for {id_or_path}")
+        return job
+
+    def counts(self) -> dict[str, int]:
+        cursor = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
+        return {state: count for state, count in cursor.fetchall()}
+
+    # --- writing -------------------------------------------------------------------------
+
+    def _update(self, connection: sqlite3.Connection, job_id: int, **values: Any) -> None:
+        values["updated_at"] = self.clock()
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        connection.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
+
+    def add(
+        self,
+        path: str,
+        size: int,
+        mtime_ns: int,
+        state: str = "queued",
+        error: str | None = None,
+        note: str | None = None,
+        force: bool = False,
+    ) -> Job:
+        """Records a new video, or starts a known path over (new content, or forced)."""
+        now = self.clock()
+        with self._write() as connection:
+            existing = connection.execute("SELECT id, generation FROM jobs WHERE path = ?", (path,)).fetchone()
+            fresh = dict(
+                size=size, mtime_ns=mtime_ns, state=state, stage=FIRST_STAGE, progress=None, attempts=0,
+                not_before=0, runs="{}", error=error, stderr_tail=None, note=note, force=int(force), facts="{}",
+            )  # fmt: skip
+            if existing is None:
+                connection.execute(
+                    "INSERT INTO jobs (path, generation, created_at, updated_at, "
+                    + ", ".join(fresh)
+                    + ") VALUES (?, 0, ?, ?, "
+                    + ", ".join("?" for _ in fresh)
+                    + ")",
+                    (path, now, now, *fresh.values()),
+                )
+            else:
+                self._update(connection, existing[0], generation=existing[1] + 1, **fresh)
+        job = self.find(path)
+        assert job is not None
+        return job
+
+    def recover_interrupted(self) -> list[Job]:
+        """Jobs left ``running`` by a daemon that died go back to waiting at the same stage."""
+        with self._write() as connection:
+            rows = connection.execute("SELECT id FROM jobs WHERE state = 'running'").fetchall()
+            for (job_id,) in rows:
+                self._update(connection, job_id, state="queued", progress=None)
+        return [self.get(job_id) for (job_id,) in rows]
+
+    def claim_next_batch(self, limit: int) -> list[Job]:
+        """Claims up to ``limit`` jobs waiting at the earliest stage that has work ready.
+
+        Earliest stage first keeps videos that arrive together in one worker per stage, so
+        each model loads once for the whole group. Claiming counts a run of that stage.
+        """
+        now = self.clock()
+        with self._write() as connection:
+            ready = connection.execute(
+                "SELECT id, stage FROM jobs WHERE state = 'queued' AND not_before <= ?", (now,)
+            ).fetchall()
+            if not ready:
+                return []
+            stage = min((stage for _, stage in ready), key=STAGES.index)
+            chosen = sorted(job_id for job_id, job_stage in ready if job_stage == stage)[:limit]
+            for job_id in chosen:
+                runs = json.loads(connection.execute("SELECT runs FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
+                runs[stage] = runs.get(stage, 0) + 1
+                self._update(connection, job_id, state="running", progress=0.0, runs=json.dumps(runs))
+        return [self.get(job_id) for job_id in chosen]
+
+    def _current(self, connection: sqlite3.Connection, job: Job) -> bool:
+        """True while the job is still the run we started (not reset or dropped meanwhile)."""
+        row = connection.execute("SELECT generation, state, stage FROM jobs WHERE id = ?", (job.id,)).fetchone()
+        return row is not None and row[0] == job.generation and row[1] == "running" and row[2] == job.stage
+
+    def set_progress(self, job: Job, percent: float) -> None:
+        with self._write() as connection:
+            if self._current(connection, job):
+                self._update(connection, job.id, progress=round(percent, 1))
+
+    def complete_stage(self, job: Job, facts: dict[str, Any], note: str | None = None) -> bool:
+        """Marks ``job.stage`` complete (its output is durably in place); False if stale.
+
+        ``facts`` are merged into the job's facts (e.g. ``transcribe_model``, ``subtitles``).
+        """
+        with self._write() as connection:
+            if not self._current(connection, job):
+                return False
+            merged = json.loads(connection.execute("SELECT facts FROM jobs WHERE id = ?", (job.id,)).fetchone()[0])
+            merged.update(facts)
+            if job.stage == LAST_STAGE:
+                self._update(
+                    connection, job.id, state="done", progress=100.0, attempts=0, error=None,
+                    stderr_tail=None, facts=json.dumps(merged), note=note, force=0,
+                )  # fmt: skip
+            else:
+                following = STAGES[STAGES.index(job.stage) + 1]
+                self._update(
+                    connection, job.id, state="queued", stage=following, progress=None, attempts=0,
+                    error=None, stderr_tail=None, facts=json.dumps(merged),
+                )  # fmt: skip
+        return True
+
+    def fail_stage(
+        self,
+        job: Job,
+        reason: str,
+        stderr_tail: str,
+        permanent: bool,
+        max_attempts: int,
+        backoff_seconds: float,
+    ) -> Job | None:
+        """Records a failed attempt: back to the queue with backoff, or ``failed`` for good."""
+        with self._write() as connection:
+            if not self._current(connection, job):
+                return None
+            attempts = job.attempts + 1
+            if permanent or attempts >= max_attempts:
+                self._update(
+                    connection, job.id, state="failed", attempts=attempts, error=reason,
+                    stderr_tail=stderr_tail or None, progress=None,
+                )  # fmt: skip
+            else:
+                delay = backoff_seconds * 2 ** (attempts - 1)
+                self._update(
+                    connection, job.id, state="queued", attempts=attempts, error=reason,
+                    stderr_tail=stderr_tail or None, progress=None, not_before=self.clock() + delay,
+                )  # fmt: skip
+        return self.get(job.id)
+
+    def release(self, job: Job) -> None:
+        """A worker stopped on purpose (shutdown): the job waits at the same stage."""
+        with self._write() as connection:
+            if self._current(connection, job):
+                self._update(connection, job.id, state="queued", progress=None)
+
+    def drop(self, job_id: int, note: str) -> None:
+        with self._write() as connection:
+            self._update(connection, job_id, state="dropped", note=note, progress=None)
+
+    def retry(self, id_or_path: str, force: bool = False) -> Job:
+        """``failed`` → waiting again at the stage that failed; ``force`` redoes everything."""
+        job = self.resolve(id_or_path)
+        with self._write() as connection:
+            if force:
+                self._update(
+                    connection, job.id, state="queued", stage=FIRST_STAGE, attempts=0, not_before=0,
+                    error=None, stderr_tail=None, note=None, progress=None, force=1,
+                    generation=job.generation + 1,
+                )  # fmt: skip
+            elif job.state in ("failed", "dropped"):
+                self._update(
+                    connection, job.id, state="queued", attempts=0, not_before=0, error=None,
+                    stderr_tail=None, progress=None, generation=job.generation + 1,
+                )  # fmt: skip
+            else:
+                raise JobNotFound(
+                    f"job {job.id} is {job.state}, not failed; use --force to redo it from the start"
+                )
+        return self.get(job.id)

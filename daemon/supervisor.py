@@ -1,0 +1,354 @@
+"""The daemon's main loop: find complete videos, run one stage worker at a time, record it.
+
+Signal handlers only set flags; everything happens here, in one thread, in this order each
+turn: stop/reload flags → inotify paths → periodic scan → promote stable files to jobs →
+read the running worker's events → start the next batch → status and watchdog ping.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from daemon import discovery, stages
+from daemon.config import Config, load_config
+from daemon.errors import ConfigError
+from daemon.notify import Notifier
+from daemon.runner import WorkerProcess, describe_exit
+from daemon.store import LAST_STAGE, Job, Store
+from daemon.watcher import InboxWatcher
+from workers.errors import PermanentError, WorkerError
+from workers.media import probe
+
+STAGE_VERBS = {"extract": "extracting", "transcribe": "transcribing", "translate": "translating", "subtitle": "writing"}
+PROMOTIONS_PER_TURN = 25  # bounds the ffprobe calls per turn, so a burst cannot stall the loop
+
+
+@dataclass
+class Flags:
+    """Set by signal handlers, acted on by the main loop."""
+
+    stop: bool = False
+    reload: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def install(self) -> None:
+        def request_stop(signum: int, frame: object) -> None:
+            self.stop = True
+            self.wake.set()
+
+        def request_reload(signum: int, frame: object) -> None:
+            self.reload = True
+            self.wake.set()
+
+        signal.signal(signal.SIGTERM, request_stop)
+        signal.signal(signal.SIGINT, request_stop)
+        signal.signal(signal.SIGHUP, request_reload)
+
+
+@dataclass
+class RunningBatch:
+    stage: str
+    worker: WorkerProcess
+    jobs: dict[str, Job]
+    items: dict[str, stages.BatchItem]
+    reported: set[str] = field(default_factory=set)
+    progress: dict[str, float] = field(default_factory=dict)
+    progress_saved_at: dict[str, float] = field(default_factory=dict)
+
+
+class Supervisor:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        notifier: Notifier | None = None,
+        flags: Flags | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.notifier = notifier or Notifier(address="")
+        self.flags = flags or Flags()
+        self.monotonic = monotonic
+        self.tracker = discovery.StabilityTracker(config.daemon.stable_seconds, monotonic)
+        self.watcher = InboxWatcher(config.daemon.inbox, self.flags.wake)
+        self.batch: RunningBatch | None = None
+        self.next_scan_at = 0.0
+        self.status_text = ""
+        self.last_ping = 0.0
+
+    # --- start and stop ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Recovers interrupted jobs and scans the inboxes; then the daemon is ready."""
+        for job in self.store.recover_interrupted():
+            logger.info("resuming {} at stage {} (interrupted)", job.path, job.stage)
+            self._sweep_temporary_files(job)
+        self.watcher.start()
+        self._scan()
+        self.notifier.send(READY=1, STATUS=self._status())
+        logger.info("ready: {}", self._status())
+
+    def run(self) -> int:
+        self.start()
+        while not self.flags.stop:
+            self.turn()
+            self.flags.wake.wait(0.5)
+            self.flags.wake.clear()
+        self.shutdown()
+        return 0
+
+    def turn(self) -> None:
+        """One pass of the main loop (tests call it directly)."""
+        if self.flags.reload:
+            self.flags.reload = False
+            self.reload()
+        for path in self.watcher.drain():
+            self._consider(path)
+        if self.monotonic() >= self.next_scan_at:
+            self._scan()
+        self._promote_stable_files()
+        if self.batch is not None:
+            self._pump_batch()
+        if self.batch is None and not self.flags.stop:
+            self._start_next_batch()
+        self._report_status()
+
+    def shutdown(self) -> None:
+        self.notifier.send(STOPPING=1, STATUS="stopping")
+        if self.batch is not None:
+            batch = self.batch
+            batch.worker.stop(self.config.daemon.worker_stop_seconds)
+            self._pump_batch(stopping=True)
+        self.watcher.stop()
+        logger.info("stopped")
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; a bad one is reported and the old one kept."""
+        self.notifier.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
+        try:
+            new = load_config(self.config.path)
+        except ConfigError as error:
+            logger.error("reload failed, keeping the old configuration: {}", error)
+            self.notifier.send(READY=1, STATUS=f"config reload failed, running on the old one: {error}")
+            return
+        if new.daemon.inbox != self.config.daemon.inbox:
+            self.watcher.stop()
+            self.watcher = InboxWatcher(new.daemon.inbox, self.flags.wake)
+            self.watcher.start()
+        self.config = new
+        self.tracker.stable_seconds = new.daemon.stable_seconds
+        self.next_scan_at = 0.0
+        logger.info("configuration reloaded from {}", new.path)
+        self.notifier.send(READY=1, STATUS=self._status())
+
+    # --- discovery -----------------------------------------------------------------------
+
+    def _consider(self, path: Path) -> None:
+        daemon = self.config.daemon
+        path = path.absolute()
+        if not discovery.accept(path, daemon.inbox, daemon.video_extensions, daemon.follow_symlinks):
+            return
+        known = self.store.find(str(path))
+        try:
+            status = path.stat()
+        except OSError:
+            self.tracker.forget(path)
+            return
+        if known and (known.size, known.mtime_ns) == (status.st_size, status.st_mtime_ns) and known.state != "dropped":
+            return
+        self.tracker.observe(path)
+
+    def _scan(self) -> None:
+        daemon = self.config.daemon
+        for path in discovery.scan(daemon.inbox, daemon.video_extensions, daemon.follow_symlinks):
+            self._consider(path)
+        for job in self.store.jobs():
+            if job.state == "queued" and not os.path.exists(job.path):
+                self.store.drop(job.id, "the video was deleted or moved before it was processed")
+                logger.info("dropped {}: the video is gone", job.path)
+        self.next_scan_at = self.monotonic() + daemon.scan_interval_seconds
+
+    def _promote_stable_files(self) -> None:
+        ready = self.tracker.ready()
+        for stable in ready[:PROMOTIONS_PER_TURN]:
+            self._promote(stable)
+        for stable in ready[PROMOTIONS_PER_TURN:]:  # next turn
+            self.tracker.pending[stable.path] = discovery.Observation(stable.size, stable.mtime_ns, 0.0)
+
+    def _promote(self, stable: discovery.StableFile) -> None:
+        """A complete file becomes a job: queued, skipped (subtitle exists) or failed (unreadable)."""
+        path = str(stable.path)
+        known = self.store.find(path)
+        if known and (known.size, known.mtime_ns) == (stable.size, stable.mtime_ns) and known.state != "dropped":
+            return
+        replaced = known is not None
+        if self.batch and known and str(known.id) in self.batch.jobs:
+            logger.warning("{} changed while its {} worker ran: stopping it, starting over", path, self.batch.stage)
+            self.batch.worker.stop(self.config.daemon.worker_stop_seconds)
+            self._pump_batch(stopping=True)
+        target = stages.subtitle_path(stable.path, self.config.languages.target)
+        ours = bool(known and known.facts.get("subtitles", {}).get(str(target)) == _signature(target))
+        if target.exists() and not ours:
+            self.store.add(path, stable.size, stable.mtime_ns, state="skipped", note=f"{target.name} already exists")
+            logger.info("skipped {}: {} already exists", path, target.name)
+            return
+        try:
+            probe(stable.path)
+        except PermanentError as error:
+            self.store.add(path, stable.size, stable.mtime_ns, state="failed", error=str(error))
+            logger.warning("{}: {}", path, error)
+            return
+        except (WorkerError, OSError) as error:
+            logger.warning("cannot check {} yet ({}); will look again", path, error)
+            self.tracker.observe(stable.path)
+            return
+        job = self.store.add(path, stable.size, stable.mtime_ns, force=ours)
+        logger.info("{} {} (job {})", "restarting changed" if replaced else "queued", path, job.id)
+
+    # --- workers -------------------------------------------------------------------------
+
+    def _start_next_batch(self) -> None:
+        jobs = self.store.claim_next_batch(self.config.models.videos_per_worker)
+        if not jobs:
+            return
+        stage = jobs[0].stage
+        items = {
+            str(job.id): stages.batch_item(self.config, stage, job.id, Path(job.path), job.force) for job in jobs
+        }
+        manifest = self.config.work_dir / "manifests" / f"{stage}.json"
+        stages.write_manifest(manifest, list(items.values()))
+        command = stages.worker_command(self.config, stage, manifest)
+        worker = WorkerProcess(stage, command, stages.worker_environment(self.config), wake=self.flags.wake)
+        self.batch = RunningBatch(stage, worker, {str(job.id): job for job in jobs}, items)
+        names = ", ".join(Path(job.path).name for job in jobs)
+        logger.info("{} {} video(s) in worker pid {}: {}", STAGE_VERBS[stage], len(jobs), worker.pid, names)
+
+    def _pump_batch(self, stopping: bool = False) -> None:
+        batch = self.batch
+        assert batch is not None
+        returncode = batch.worker.poll()
+        for event in batch.worker.events():
+            job = batch.jobs.get(event.item)
+            if job is None or event.item in batch.reported:
+                continue
+            if event.kind == "progress":
+                self._save_progress(batch, job, float(event.facts.get("percent", 0)))
+            elif event.kind == "done":
+                batch.reported.add(event.item)
+                self._stage_done(batch, job, event.facts)
+            elif event.kind == "failed":
+                batch.reported.add(event.item)
+                reason = str(event.facts.get("reason", "unknown failure"))
+                self._stage_failed(job, reason, batch.worker.stderr_tail(), bool(event.facts.get("permanent")))
+        if returncode is None:
+            return
+        for item_id, job in batch.jobs.items():
+            if item_id in batch.reported:
+                continue
+            if stopping:
+                self.store.release(job)
+            else:
+                reason = describe_exit(returncode) if returncode else "worker exited without finishing this video"
+                self._stage_failed(job, reason, batch.worker.stderr_tail(), permanent=False)
+        stages.remove_temporary_files([item.output for item in batch.items.values()] + _source_outputs(batch))
+        elapsed = self.monotonic() - batch.worker.started_at
+        logger.info("{} worker exited ({}) after {:.1f} s", batch.stage, describe_exit(returncode), elapsed)
+        self.batch = None
+
+    def _save_progress(self, batch: RunningBatch, job: Job, percent: float) -> None:
+        batch.progress[str(job.id)] = percent
+        now = self.monotonic()
+        if now - batch.progress_saved_at.get(str(job.id), 0.0) >= 1.0 or percent >= 100:
+            batch.progress_saved_at[str(job.id)] = now
+            self.store.set_progress(job, percent)
+
+    def _stage_done(self, batch: RunningBatch, job: Job, facts: dict[str, Any]) -> None:
+        item = batch.items[str(job.id)]
+        written = [Path(p) for p in facts.get("written", [])] if batch.stage == LAST_STAGE else [item.output]
+        missing = [str(p) for p in written if not p.exists()]
+        if missing:
+            self._stage_failed(job, f"worker reported success but {missing[0]} is missing", "", permanent=False)
+            return
+        recorded: dict[str, Any] = {}
+        if facts.get("model"):
+            recorded[f"{batch.stage}_model"] = facts["model"]
+        if batch.stage == LAST_STAGE:
+            recorded["subtitles"] = {str(p): _signature(p) for p in written}
+        if not self.store.complete_stage(job, recorded, note=facts.get("note")):
+            return  # the job was reset meanwhile (file replaced): this result is stale
+        if batch.stage == LAST_STAGE:
+            stages.remove_work_files(self.config, job.id)
+            logger.info("done: {} ({})", job.path, facts.get("note") or ", ".join(p.name for p in written))
+        else:
+            logger.info("{}: {} complete", job.path, batch.stage)
+
+    def _stage_failed(self, job: Job, reason: str, stderr_tail: str, permanent: bool) -> None:
+        if not os.path.exists(job.path):
+            self.store.drop(job.id, f"the video disappeared during {job.stage}")
+            logger.info("dropped {}: the video disappeared during {}", job.path, job.stage)
+            return
+        daemon = self.config.daemon
+        updated = self.store.fail_stage(
+            job, reason, stderr_tail, permanent, daemon.max_attempts, daemon.retry_backoff_seconds
+        )
+        if updated is None:
+            return
+        if updated.state == "failed":
+            logger.error("failed: {} at {}: {}", job.path, job.stage, reason)
+        else:
+            wait = max(0.0, updated.not_before - self.store.clock())
+            logger.warning("{} at {}: {}; retrying in {:.0f} s", job.path, job.stage, reason, wait)
+
+    def _sweep_temporary_files(self, job: Job) -> None:
+        item = stages.batch_item(self.config, job.stage, job.id, Path(job.path), job.force)
+        outputs = [item.output] + ([Path(item.extra["source_output"])] if item.extra.get("source_output") else [])
+        stages.remove_temporary_files(outputs)
+
+    # --- status --------------------------------------------------------------------------
+
+    def _status(self) -> str:
+        counts = self.store.counts()
+        tail = [f"{counts.get(state, 0)} {state}" for state in ("queued", "done", "failed") if counts.get(state)]
+        if self.batch is None:
+            head = "idle"
+        else:
+            first_id = next(iter(self.batch.jobs))
+            name = Path(self.batch.jobs[first_id].path).name
+            others = len(self.batch.jobs) - 1
+            percent = self.batch.progress.get(first_id, 0.0)
+            head = f'{STAGE_VERBS[self.batch.stage]} "{name}" {percent:.0f}%' + (f" (+{others})" if others else "")
+        return " · ".join([head, *tail])
+
+    def _report_status(self) -> None:
+        now = self.monotonic()
+        if now - self.last_ping < 1.0:
+            return
+        self.last_ping = now
+        status = self._status()
+        fields: dict[str, str | int] = {"WATCHDOG": 1}
+        if status != self.status_text:
+            self.status_text = status
+            fields["STATUS"] = status
+        self.notifier.send(**fields)
+
+
+def _signature(path: Path) -> list[int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return [status.st_size, status.st_mtime_ns]
+
+
+def _source_outputs(batch: RunningBatch) -> list[Path]:
+    return [Path(item.extra["source_output"]) for item in batch.items.values() if item.extra.get("source_output")]

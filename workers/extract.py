@@ -1,0 +1,80 @@
+"""Stage 1: video → 16 kHz mono WAV of the Japanese audio track.
+
+By hand: ``python -m workers.extract VIDEO.mkv OUT.wav``
+
+The WAV starts at the video's time zero: when the chosen audio stream starts later than the
+video (``start_time`` > 0, common in web rips) the gap is padded with silence, so every time
+Whisper reports is already on the video's timeline.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import ffmpeg
+
+from workers.common import Item, ProgressCallback, atomic_output, base_parser, items_from_arguments, run_worker
+from workers.errors import PermanentError, TransientError
+from workers.media import as_input_url, find_ffmpeg, probe
+
+SAMPLE_RATE = 16000
+
+
+def build_command(video: Path, output: Path, audio_index: int, offset: float) -> list[str]:
+    """The ffmpeg argument list: one process, the chosen track only, decoded straight to WAV."""
+    audio = ffmpeg.input(as_input_url(video))[f"a:{audio_index}"]
+    if offset > 0:
+        audio = audio.filter("adelay", delays=int(round(offset * 1000)), all=1)
+    elif offset < 0:
+        audio = audio.filter("atrim", start=-offset).filter("asetpts", "PTS-STARTPTS")
+    stream = ffmpeg.output(audio, "file:" + str(output.absolute()), ac=1, ar=SAMPLE_RATE, acodec="pcm_s16le", f="wav")
+    stream = stream.global_args("-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1")
+    return list(stream.overwrite_output().compile(cmd=find_ffmpeg()))
+
+
+def _raise_for_ffmpeg_failure(stderr: str, output: Path) -> None:
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+    if "No space left" in stderr:
+        raise TransientError(f"no space left on the disk holding {output.parent}")
+    if "Permission denied" in stderr or "Read-only file system" in stderr:
+        raise TransientError(f"cannot write {output}: permission denied")
+    raise PermanentError(f"ffmpeg could not decode the audio: {last}")
+
+
+def extract(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+    info = probe(item.input)
+    track = info.choose_audio()
+    offset = info.audio_offset(track)
+    item.output.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(item.output) as temporary:
+        command = build_command(item.input, temporary, track.audio_index, offset)
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert process.stdout is not None
+            for line in process.stdout:
+                key, _, value = line.strip().partition("=")
+                if key == "out_time_us" and value.isdigit() and info.duration > 0:
+                    progress(int(value) / 1e6 / (info.duration + max(offset, 0)) * 100)
+            stderr = process.stderr.read() if process.stderr else ""
+            process.wait()
+        finally:
+            if process.poll() is None:  # interrupted (SIGTERM): never leave ffmpeg writing
+                process.kill()
+                process.wait()
+        if process.returncode != 0:
+            _raise_for_ffmpeg_failure(stderr, item.output)
+    progress(100)
+    return {"audio_track": track.audio_index, "audio_language": track.language, "audio_offset": offset}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0], "video file", "WAV file to write")
+    arguments = parser.parse_args(argv)
+    return run_worker(items_from_arguments(parser, arguments), extract)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Device and model choice, and loading: the one code path for a user's ``large-v3`` and a
+test's tiny checkpoint alike. Imported only by the model workers (it imports torch)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GB = 1000**3
+# (free GPU memory at stage start, model) from the design card: the first that fits wins.
+WHISPER_BY_FREE_MEMORY = ((12 * GB, "large-v3"), (8 * GB, "medium"), (0, "small"))
+TRANSLATOR_BY_FREE_MEMORY = (
+    (12 * GB, "facebook/nllb-200-1.3B"),
+    (0, "facebook/nllb-200-distilled-600M"),
+)
+CPU_WHISPER = "small"
+CPU_TRANSLATOR = "facebook/nllb-200-distilled-600M"
+
+
+def log(message: str) -> None:
+    """Worker log lines go to stderr; the daemon forwards them to its own log."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when torch sees a GPU, else ``cpu``."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def free_gpu_memory(device: str) -> int | None:
+    if not device.startswith("cuda"):
+        return None
+    free, _total = torch.cuda.mem_get_info(torch.device(device))
+    return int(free)
+
+
+def _choose(requested: str, device: str, table: tuple[tuple[int, str], ...], cpu_choice: str, kind: str) -> str:
+    if requested != "auto":
+        return requested
+    free = free_gpu_memory(device)
+    if free is None:
+        log(f"auto {kind}: {cpu_choice} (running on CPU)")
+        return cpu_choice
+    choice = next(name for minimum, name in table if free >= minimum)
+    log(f"auto {kind}: {choice} ({free / GB:.1f} GB free on {device})")
+    return choice
+
+
+def choose_whisper(requested: str, device: str) -> str:
+    return _choose(requested, device, WHISPER_BY_FREE_MEMORY, CPU_WHISPER, "whisper model")
+
+
+def choose_translator(requested: str, device: str) -> str:
+    return _choose(requested, device, TRANSLATOR_BY_FREE_MEMORY, CPU_TRANSLATOR, "translator")
+
+
+def load_whisper(name_or_path: str, device: str, download_root: Path | None) -> Any:
+    """``large-v3`` (downloaded once into ``download_root``) or a checkpoint file path."""
+    import whisper
+
+    model = whisper.load_model(name_or_path, device=device, download_root=str(download_root) if download_root else None)
+    log(f"loaded whisper model {name_or_path} on {device}")
+    return model
+
+
+def load_translator(name_or_directory: str, device: str, source_code: str, cache_dir: Path | None) -> tuple[Any, Any]:
+    """A hub name such as ``facebook/nllb-200-distilled-600M`` or a local directory."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    cache = str(cache_dir) if cache_dir else None
+    tokenizer = AutoTokenizer.from_pretrained(name_or_directory, src_lang=source_code, cache_dir=cache)
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    model = AutoModelForSeq2SeqLM.from_pretrained(name_or_directory, cache_dir=cache, dtype=dtype)
+    model = model.to(device).eval()
+    log(f"loaded translator {name_or_directory} on {device}")
+    return tokenizer, model

@@ -1,0 +1,134 @@
+"""Stage 2: WAV → JSON segments ``{start, end, text}`` with openai-whisper.
+
+By hand: ``python -m workers.transcribe AUDIO.wav OUT.json --model large-v3 --language ja``
+(``--model`` also takes a path to a checkpoint file). The model loads once per process, for
+every item in the manifest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+import types
+import wave
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workers.common import (
+    Item,
+    ProgressCallback,
+    base_parser,
+    items_from_arguments,
+    run_worker,
+    write_json_atomically,
+)
+from workers.errors import PermanentError
+from workers.models import choose_whisper, load_whisper, resolve_device
+
+
+def read_audio(path: Path) -> np.ndarray:
+    """Reads the extract stage's 16 kHz mono 16-bit WAV as float32 in [-1, 1].
+
+    Any other file (a WAV made by hand, say) goes through whisper's own ffmpeg loader.
+    """
+    try:
+        with wave.open(str(path), "rb") as reader:
+            if reader.getframerate() == 16000 and reader.getnchannels() == 1 and reader.getsampwidth() == 2:
+                frames = reader.readframes(reader.getnframes())
+                return np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768.0
+    except wave.Error:
+        pass
+    import whisper
+
+    return whisper.load_audio(str(path))
+
+
+@contextlib.contextmanager
+def reporting_progress(progress: ProgressCallback) -> Iterator[None]:
+    """openai-whisper reports progress only through a tqdm bar over mel frames; this swaps
+    that bar, for the duration of one call, for one that emits our progress events."""
+    module = importlib.import_module("whisper.transcribe")
+
+    class Bar:
+        def __init__(self, total: int = 0, **_: Any) -> None:
+            self.total, self.done = max(total, 1), 0
+
+        def __enter__(self) -> Bar:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            return None
+
+        def update(self, count: int) -> None:
+            self.done += count
+            progress(100.0 * self.done / self.total)
+
+    original = module.tqdm
+    module.tqdm = types.SimpleNamespace(tqdm=Bar)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        module.tqdm = original  # type: ignore[attr-defined]
+
+
+def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], progress: ProgressCallback) -> list[dict]:
+    with reporting_progress(progress):
+        result = model.transcribe(audio, verbose=False, **options)
+    segments = []
+    for segment in result["segments"]:
+        text = segment["text"].strip()
+        if text:
+            segments.append(
+                {
+                    "start": round(float(segment["start"]), 3),
+                    "end": round(float(segment["end"]), 3),
+                    "text": text,
+                    "avg_logprob": round(float(segment.get("avg_logprob", 0.0)), 4),
+                    "no_speech_prob": round(float(segment.get("no_speech_prob", 0.0)), 4),
+                    "compression_ratio": round(float(segment.get("compression_ratio", 0.0)), 3),
+                }
+            )
+    return segments
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
+    parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), checkpoint path, or auto")
+    parser.add_argument("--language", default="ja")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--model-dir", type=Path, help="where named models are downloaded and cached")
+    parser.add_argument("--condition-on-previous-text", action="store_true")
+    arguments = parser.parse_args(argv)
+    items = items_from_arguments(parser, arguments)
+
+    device = resolve_device(arguments.device)
+    model_name = choose_whisper(arguments.model, device)
+    model = load_whisper(model_name, device, arguments.model_dir)
+    # Temperature 0 with no fallback: reruns after a crash give byte-identical subtitles.
+    options = {
+        "language": arguments.language,
+        "task": "transcribe",
+        "temperature": 0.0,
+        "fp16": device.startswith("cuda"),
+        "condition_on_previous_text": arguments.condition_on_previous_text,
+    }
+
+    def transcribe(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+        if not item.input.exists():
+            raise PermanentError(f"audio file not found: {item.input}")
+        audio = read_audio(item.input)
+        segments = transcribe_audio(model, audio, options, progress)
+        document = {"language": arguments.language, "model": model_name, "segments": segments}
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(item.output, document)
+        return {"model": model_name, "segments": len(segments)}
+
+    return run_worker(items, transcribe)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

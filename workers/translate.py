@@ -1,0 +1,109 @@
+"""Stage 3: Japanese segments → Korean segments with NLLB-200 (transformers + sentencepiece).
+
+By hand: ``python -m workers.translate SEGMENTS.json OUT.json --model facebook/nllb-200-distilled-600M``
+(``--model`` also takes a local model directory). Sentences are sorted by length and
+translated in batches; the model loads once per process, for every item in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workers.common import (
+    Item,
+    ProgressCallback,
+    base_parser,
+    items_from_arguments,
+    run_worker,
+    write_json_atomically,
+)
+from workers.errors import PermanentError
+from workers.languages import nllb_code
+from workers.models import choose_translator, load_translator, resolve_device
+
+
+def translate_texts(
+    texts: list[str],
+    tokenizer: Any,
+    model: Any,
+    target_code: str,
+    batch_size: int,
+    num_beams: int,
+    progress: Callable[[float], None],
+) -> list[str]:
+    """Translates ``texts`` in length-sorted batches; returns them in the original order."""
+    results = [""] * len(texts)
+    order = sorted((i for i, text in enumerate(texts) if text.strip()), key=lambda i: len(texts[i]))
+    forced_bos = tokenizer.convert_tokens_to_ids(target_code)
+    device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        indices = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in indices], return_tensors="pt", padding=True, truncation=True, max_length=512)
+        batch = {key: value.to(device) for key, value in batch.items()}
+        longest = int(batch["input_ids"].shape[1])
+        with torch.inference_mode():
+            generated = model.generate(
+                **batch,
+                forced_bos_token_id=forced_bos,
+                num_beams=num_beams,
+                do_sample=False,
+                # Bounded by the input: a runaway generation must not take minutes.
+                max_new_tokens=min(512, 2 * longest + 16),
+            )
+        for index, text in zip(indices, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
+            results[index] = text.strip()
+        progress(100.0 * min(start + batch_size, len(order)) / max(len(order), 1))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser(__doc__.splitlines()[0], "transcript JSON", "translated JSON to write")
+    parser.add_argument("--model", default="auto", help="hub name, local directory, or auto")
+    parser.add_argument("--source", default="ja")
+    parser.add_argument("--target", default="ko")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=16, help="sentences per generate() call")
+    parser.add_argument("--num-beams", type=int, help="default: 4 on a GPU, 1 (greedy) on CPU")
+    parser.add_argument("--model-dir", type=Path, help="where hub models are downloaded and cached")
+    arguments = parser.parse_args(argv)
+    items = items_from_arguments(parser, arguments)
+
+    device = resolve_device(arguments.device)
+    model_name = choose_translator(arguments.model, device)
+    source_code, target_code = nllb_code(arguments.source), nllb_code(arguments.target)
+    tokenizer, model = load_translator(model_name, device, source_code, arguments.model_dir)
+    num_beams = arguments.num_beams or (4 if device.startswith("cuda") else 1)
+
+    def translate(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+        try:
+            transcript = json.loads(item.input.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise PermanentError(f"cannot read the transcript {item.input}: {error}") from error
+        segments = transcript.get("segments", [])
+        texts = [segment["text"] for segment in segments]
+        translated = translate_texts(texts, tokenizer, model, target_code, arguments.batch_size, num_beams, progress)
+        document = {
+            "source_language": arguments.source,
+            "target_language": arguments.target,
+            "model": model_name,
+            "transcription_model": transcript.get("model"),
+            "segments": [
+                {"start": s["start"], "end": s["end"], "text": text, "source_text": s["text"]}
+                for s, text in zip(segments, translated, strict=True)
+            ],
+        }
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(item.output, document)
+        return {"model": model_name, "segments": len(segments)}
+
+    return run_worker(items, translate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
