@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # Suffixes of files still being written: browsers, rsync --partial, qBittorrent, curl, etc.
-TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".!qb", ".!ut", ".crdownload", ".download", ".filepart")
+TEMPORARY_SUFFIXES = (
+    ".part",
+    ".partial",
+    ".tmp",
+    ".temp",
+    ".!qb",
+    ".!ut",
+    ".crdownload",
+    ".download",
+    ".filepart",
+)
 TEMPORARY_PREFIXES = (".", "~$", ".~")
 
 
@@ -37,9 +47,7 @@ def accept(path: Path, inboxes: tuple[Path, ...], extensions: tuple[str, ...], f
         return False
     if any(part.startswith(".") for part in path.parts[:-1] if part not in (".", "..")):
         return False  # inside a hidden folder (.Trash, .grab, ...)
-    if path.is_symlink() and not follow_symlinks and not _inside(path, inboxes):
-        return False
-    return True
+    return not (path.is_symlink() and not follow_symlinks and not _inside(path, inboxes))
 
 
 def scan(inboxes: tuple[Path, ...], extensions: tuple[str, ...], follow_symlinks: bool) -> Iterator[Path]:

@@ -5,6 +5,7 @@ It runs the same worker processes, one stage after the other, in a temporary wor
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import subprocess
 import sys
@@ -71,10 +72,8 @@ def run_once(config: Config, video: Path, output: Path | None, quiet_logs: bool 
             result = None
             returncode = None
             while returncode is None:
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):  # keep showing progress
                     worker.process.wait(timeout=0.2)
-                except subprocess.TimeoutExpired:
-                    pass  # keep showing progress
                 returncode = worker.poll()
                 for event in worker.events():
                     if event.kind == "progress":

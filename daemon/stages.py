@@ -13,7 +13,11 @@ from typing import Any
 from daemon.config import Config
 from workers.common import TEMP_MARKER
 
-STAGE_OUTPUT_NAMES = {"extract": "audio.wav", "transcribe": "transcript.json", "translate": "translation.json"}
+STAGE_OUTPUT_NAMES = {
+    "extract": "audio.wav",
+    "transcribe": "transcript.json",
+    "translate": "translation.json",
+}
 STAGE_INPUT = {"transcribe": "extract", "translate": "transcribe", "subtitle": "translate"}
 
 
@@ -102,7 +106,9 @@ def _glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def remove_work_files(config: Config, job_id: int, keep: tuple[str, ...] = ("transcript.json", "translation.json")) -> None:
+def remove_work_files(
+    config: Config, job_id: int, keep: tuple[str, ...] = ("transcript.json", "translation.json")
+) -> None:
     """After a job is done: the WAV goes (about 115 MB an hour of audio); the small JSONs stay."""
     work = job_work_dir(config, job_id)
     with contextlib.suppress(OSError):

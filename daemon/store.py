@@ -79,10 +79,24 @@ class Job:
 def _migration_1(db: sqlite_utils.Database) -> None:
     db["jobs"].create(  # type: ignore[union-attr]
         {
-            "id": int, "path": str, "size": int, "mtime_ns": int, "state": str, "stage": str,
-            "progress": float, "attempts": int, "not_before": float, "runs": str, "error": str,
-            "stderr_tail": str, "note": str, "generation": int, "force": int, "facts": str,
-            "created_at": float, "updated_at": float,
+            "id": int,
+            "path": str,
+            "size": int,
+            "mtime_ns": int,
+            "state": str,
+            "stage": str,
+            "progress": float,
+            "attempts": int,
+            "not_before": float,
+            "runs": str,
+            "error": str,
+            "stderr_tail": str,
+            "note": str,
+            "generation": int,
+            "force": int,
+            "facts": str,
+            "created_at": float,
+            "updated_at": float,
         },  # fmt: skip
         pk="id",
         not_null={"path", "state", "stage", "attempts", "generation", "runs", "facts"},
@@ -112,7 +126,9 @@ class Store:
                 "Move it aside to start with an empty database."
             ) from error
         if str(mode).lower() != "wal":
-            raise StoreError(f"{path}: cannot switch to WAL mode (journal_mode={mode}); is it on a network file system?")
+            raise StoreError(
+                f"{path}: cannot switch to WAL mode (journal_mode={mode}); is it on a network file system?"
+            )
         self.db = sqlite_utils.Database(connection)
         self._migrate()
 
@@ -147,7 +163,8 @@ class Store:
                     # Applied and recorded in the same transaction: a crash leaves neither.
                     MIGRATIONS[version](self.db)
                     connection.execute(
-                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (version, self.clock())
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        (version, self.clock()),
                     )
         except sqlite3.DatabaseError as error:
             raise DatabaseCorrupt(
@@ -343,7 +360,5 @@ class Store:
                     stderr_tail=None, progress=None, generation=job.generation + 1,
                 )  # fmt: skip
             else:
-                raise JobNotFound(
-                    f"job {job.id} is {job.state}, not failed; use --force to redo it from the start"
-                )
+                raise JobNotFound(f"job {job.id} is {job.state}, not failed; use --force to redo it from the start")
         return self.get(job.id)

@@ -28,7 +28,12 @@ from daemon.watcher import InboxWatcher
 from workers.errors import PermanentError, WorkerError
 from workers.media import probe
 
-STAGE_VERBS = {"extract": "extracting", "transcribe": "transcribing", "translate": "translating", "subtitle": "writing"}
+STAGE_VERBS = {
+    "extract": "extracting",
+    "transcribe": "transcribing",
+    "translate": "translating",
+    "subtitle": "writing",
+}
 PROMOTIONS_PER_TURN = 25  # bounds the ffprobe calls per turn, so a burst cannot stall the loop
 
 
@@ -163,6 +168,9 @@ class Supervisor:
             status = path.stat()
         except OSError:
             self.tracker.forget(path)
+            if known and known.state == "queued":
+                self.store.drop(known.id, "the video was deleted or moved before it was processed")
+                logger.info("dropped {}: the video is gone", known.path)
             return
         if known and (known.size, known.mtime_ns) == (status.st_size, status.st_mtime_ns) and known.state != "dropped":
             return
@@ -222,9 +230,7 @@ class Supervisor:
         if not jobs:
             return
         stage = jobs[0].stage
-        items = {
-            str(job.id): stages.batch_item(self.config, stage, job.id, Path(job.path), job.force) for job in jobs
-        }
+        items = {str(job.id): stages.batch_item(self.config, stage, job.id, Path(job.path), job.force) for job in jobs}
         manifest = self.config.work_dir / "manifests" / f"{stage}.json"
         stages.write_manifest(manifest, list(items.values()))
         command = stages.worker_command(self.config, stage, manifest)

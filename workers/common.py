@@ -176,10 +176,15 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(error)
 
 
-def run_worker(items: list[Item], process: ProcessFunction) -> int:
-    """Runs ``process`` on each item, reporting done/failed per item. Returns the exit status."""
+def start_worker() -> None:
+    """The first call of every worker's ``main``, before torch or a model is imported, so
+    that a daemon killed during a slow import or model load does not leave an orphan."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     die_with_parent()
+
+
+def run_worker(items: list[Item], process: ProcessFunction) -> int:
+    """Runs ``process`` on each item, reporting done/failed per item. Returns the exit status."""
     for item in items:
         try:
             facts = process(item, ProgressReporter(item.id)) or {}

@@ -4,7 +4,9 @@ By hand: ``python -m workers.extract VIDEO.mkv OUT.wav``
 
 The WAV starts at the video's time zero: when the chosen audio stream starts later than the
 video (``start_time`` > 0, common in web rips) the gap is padded with silence, so every time
-Whisper reports is already on the video's timeline.
+Whisper reports is already on the video's timeline. ``aresample``'s ``async``/``first_pts``
+does this from the packets' own timestamps, which also accounts for the AAC encoder delay
+that ffprobe's ``start_time`` includes.
 """
 
 from __future__ import annotations
@@ -16,20 +18,27 @@ from typing import Any
 
 import ffmpeg
 
-from workers.common import Item, ProgressCallback, atomic_output, base_parser, items_from_arguments, run_worker
+from workers.common import (
+    Item,
+    ProgressCallback,
+    atomic_output,
+    base_parser,
+    items_from_arguments,
+    run_worker,
+    start_worker,
+)
 from workers.errors import PermanentError, TransientError
 from workers.media import as_input_url, find_ffmpeg, probe
 
 SAMPLE_RATE = 16000
 
 
-def build_command(video: Path, output: Path, audio_index: int, offset: float) -> list[str]:
-    """The ffmpeg argument list: one process, the chosen track only, decoded straight to WAV."""
+def build_command(video: Path, output: Path, audio_index: int, timeline_start: float) -> list[str]:
+    """The ffmpeg argument list: one process, the chosen track only, decoded straight to WAV
+    whose first sample is at ``timeline_start`` seconds of the container's clock."""
     audio = ffmpeg.input(as_input_url(video))[f"a:{audio_index}"]
-    if offset > 0:
-        audio = audio.filter("adelay", delays=int(round(offset * 1000)), all=1)
-    elif offset < 0:
-        audio = audio.filter("atrim", start=-offset).filter("asetpts", "PTS-STARTPTS")
+    first_sample = int(round(timeline_start * SAMPLE_RATE))
+    audio = audio.filter("aresample", SAMPLE_RATE, **{"async": 1, "first_pts": first_sample})
     stream = ffmpeg.output(audio, "file:" + str(output.absolute()), ac=1, ar=SAMPLE_RATE, acodec="pcm_s16le", f="wav")
     stream = stream.global_args("-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1")
     return list(stream.overwrite_output().compile(cmd=find_ffmpeg()))
@@ -50,14 +59,15 @@ def extract(item: Item, progress: ProgressCallback) -> dict[str, Any]:
     offset = info.audio_offset(track)
     item.output.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(item.output) as temporary:
-        command = build_command(item.input, temporary, track.audio_index, offset)
+        timeline_start = info.video_start_time if info.video_start_time is not None else track.start_time
+        command = build_command(item.input, temporary, track.audio_index, timeline_start)
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             assert process.stdout is not None
             for line in process.stdout:
                 key, _, value = line.strip().partition("=")
                 if key == "out_time_us" and value.isdigit() and info.duration > 0:
-                    progress(int(value) / 1e6 / (info.duration + max(offset, 0)) * 100)
+                    progress(int(value) / 1e6 / info.duration * 100)
             stderr = process.stderr.read() if process.stderr else ""
             process.wait()
         finally:
@@ -71,6 +81,7 @@ def extract(item: Item, progress: ProgressCallback) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    start_worker()
     parser = base_parser(__doc__.splitlines()[0], "video file", "WAV file to write")
     arguments = parser.parse_args(argv)
     return run_worker(items_from_arguments(parser, arguments), extract)

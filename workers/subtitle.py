@@ -15,7 +15,15 @@ from typing import Any
 
 import pysubs2
 
-from workers.common import Item, ProgressCallback, base_parser, items_from_arguments, run_worker, write_atomically
+from workers.common import (
+    Item,
+    ProgressCallback,
+    base_parser,
+    items_from_arguments,
+    run_worker,
+    start_worker,
+    write_atomically,
+)
 from workers.errors import PermanentError
 
 NO_SPEECH_NOTE = "no speech found"
@@ -42,8 +50,7 @@ def place_subtitle(path: Path, content: bytes, overwrite: bool) -> None:
         if path.read_bytes() == content:
             return
         raise PermanentError(
-            f"a subtitle already exists at {path}; AutoKR does not overwrite it "
-            "(autokr retry --force replaces it)"
+            f"a subtitle already exists at {path}; AutoKR does not overwrite it (autokr retry --force replaces it)"
         )
     write_atomically(path, content)
 
@@ -70,6 +77,7 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    start_worker()
     parser = base_parser(__doc__.splitlines()[0], "translated JSON", "SRT file to write")
     parser.add_argument("--source-output", type=Path, help="also write the source-language SRT here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing subtitle file")

@@ -24,10 +24,10 @@ from workers.common import (
     base_parser,
     items_from_arguments,
     run_worker,
+    start_worker,
     write_json_atomically,
 )
 from workers.errors import PermanentError
-from workers.models import choose_whisper, load_whisper, resolve_device
 
 
 def read_audio(path: Path) -> np.ndarray:
@@ -96,6 +96,9 @@ def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], pro
 
 
 def main(argv: list[str] | None = None) -> int:
+    start_worker()
+    from workers.models import choose_whisper, load_whisper, resolve_device
+
     parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
     parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), checkpoint path, or auto")
     parser.add_argument("--language", default="ja")

@@ -13,19 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
     items_from_arguments,
     run_worker,
+    start_worker,
     write_json_atomically,
 )
 from workers.errors import PermanentError
 from workers.languages import nllb_code
-from workers.models import choose_translator, load_translator, resolve_device
 
 
 def translate_texts(
@@ -38,13 +36,17 @@ def translate_texts(
     progress: Callable[[float], None],
 ) -> list[str]:
     """Translates ``texts`` in length-sorted batches; returns them in the original order."""
+    import torch
+
     results = [""] * len(texts)
     order = sorted((i for i, text in enumerate(texts) if text.strip()), key=lambda i: len(texts[i]))
     forced_bos = tokenizer.convert_tokens_to_ids(target_code)
     device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        batch = tokenizer([texts[i] for i in indices], return_tensors="pt", padding=True, truncation=True, max_length=512)
+        batch = tokenizer(
+            [texts[i] for i in indices], return_tensors="pt", padding=True, truncation=True, max_length=512
+        )
         batch = {key: value.to(device) for key, value in batch.items()}
         longest = int(batch["input_ids"].shape[1])
         with torch.inference_mode():
@@ -63,6 +65,9 @@ def translate_texts(
 
 
 def main(argv: list[str] | None = None) -> int:
+    start_worker()
+    from workers.models import choose_translator, load_translator, resolve_device
+
     parser = base_parser(__doc__.splitlines()[0], "transcript JSON", "translated JSON to write")
     parser.add_argument("--model", default="auto", help="hub name, local directory, or auto")
     parser.add_argument("--source", default="ja")

@@ -1,0 +1,224 @@
+"""The real daemon as a subprocess: real watchdog, SQLite, ffmpeg and worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pysubs2
+import pytest
+from fixtures.daemon import Daemon, alive, job_for, status, wait_for, write_config
+from fixtures.media import make_video
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return {"inbox": inbox, "state": tmp_path / "state", "root": tmp_path}
+
+
+def start_daemon(folders: dict[str, Path], whisper: Path, translator: Path, **settings: object) -> Daemon:
+    config = write_config(
+        folders["root"] / "autokr.toml", folders["inbox"], folders["state"], whisper, translator, **settings
+    )
+    return Daemon(config, folders["root"] / "daemon.log").start()
+
+
+def drop(video: Path, inbox: Path, name: str) -> Path:
+    """Copies like a person would: into a temporary name, then a rename into place."""
+    target = inbox / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    shutil.copyfile(video, partial)
+    os.replace(partial, target)
+    return target
+
+
+def wait_done(daemon: Daemon, name: str, timeout: float = 180) -> dict:
+    def finished() -> dict | None:
+        job = job_for(daemon.config, name)
+        if job and job["state"] == "failed":
+            raise AssertionError(f"{name} failed: {job['error']}\n{job['stderr_tail']}\n{daemon.log()[-3000:]}")
+        return job if job and job["state"] in ("done", "skipped", "dropped") else None
+
+    return wait_for(finished, timeout, f"{name} to finish")
+
+
+@pytest.fixture(scope="module")
+def tone_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "tone.mkv", seconds=3)
+
+
+def test_real_speech_becomes_korean_and_japanese_subtitles(folders, whisper_base, tiny_nllb, speech_sample):
+    daemon = start_daemon(folders, whisper_base, tiny_nllb, write_source_subtitles=True)
+    try:
+        video = drop(speech_sample, folders["inbox"] / "Season 1", "Show - 01.mp4")
+        job = wait_done(daemon, "Show - 01.mp4")
+    finally:
+        assert daemon.stop() == 0
+    assert job["state"] == "done"
+    assert job["runs"] == {"extract": 1, "transcribe": 1, "translate": 1, "subtitle": 1}
+    korean = pysubs2.load(str(video.with_name("Show - 01.ko.srt")), encoding="utf-8")
+    japanese = pysubs2.load(str(video.with_name("Show - 01.ja.srt")), encoding="utf-8")
+    assert len(korean) >= 3
+    assert all(any("\uac00" <= c <= "\ud7a3" for c in event.plaintext) for event in korean)
+    assert any("猫" in event.plaintext for event in japanese)
+    # The cues are the transcript's segments, on the video's timeline.
+    transcript = json.loads((folders["state"] / "work" / str(job["id"]) / "transcript.json").read_text())
+    assert [(e.start, e.end) for e in korean] == [
+        (round(s["start"] * 1000), round(s["end"] * 1000)) for s in transcript["segments"]
+    ]
+    assert korean[-1].end <= 26_000
+    assert not (folders["state"] / "work" / str(job["id"]) / "audio.wav").exists()
+
+
+def test_bad_inputs_fail_clearly_and_a_good_video_still_gets_subtitles(
+    folders, tiny_whisper, tiny_nllb, tone_video, tmp_path
+):
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    try:
+        (folders["inbox"] / "random.mkv").write_bytes(os.urandom(4096))
+        (folders["inbox"] / "empty.mkv").write_bytes(b"")
+        drop(make_video(tmp_path / "silent.mp4", audio=False), folders["inbox"], "no audio.mp4")
+        drop(tone_video, folders["inbox"], "good.mkv")
+        good = wait_done(daemon, "good.mkv")
+        jobs = {Path(job["path"]).name: job for job in status(daemon.config)}
+        assert daemon.process is not None and daemon.process.poll() is None
+    finally:
+        assert daemon.stop() == 0
+    assert good["state"] == "done"
+    assert (folders["inbox"] / "good.ko.srt").exists()
+    assert jobs["random.mkv"]["state"] == "failed"
+    assert "not a readable video" in jobs["random.mkv"]["error"]
+    assert jobs["empty.mkv"]["state"] == "failed"
+    assert "empty" in jobs["empty.mkv"]["error"]
+    assert jobs["no audio.mp4"]["state"] == "failed"
+    assert jobs["no audio.mp4"]["error"] == "the file has no audio track"
+    assert not any(p.name.endswith(".srt") and not p.name.startswith("good") for p in folders["inbox"].iterdir())
+
+
+def test_a_video_that_vanishes_while_queued_is_dropped(folders, tiny_whisper, tiny_nllb, tone_video):
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb, videos_per_worker=1)
+    try:
+        drop(tone_video, folders["inbox"], "first.mkv")
+        wait_for(lambda: daemon.worker("transcribe"), 60, "the first video's transcribe worker", interval=0.02)
+        second = drop(tone_video, folders["inbox"], "second.mkv")
+        wait_for(lambda: (job_for(daemon.config, "second.mkv") or {}).get("state") == "queued", 30, "second queued")
+        second.unlink()
+        gone = wait_done(daemon, "second.mkv", timeout=60)
+        first = wait_done(daemon, "first.mkv")
+    finally:
+        assert daemon.stop() == 0
+    assert gone["state"] == "dropped"
+    assert "deleted or moved" in gone["note"]
+    assert first["state"] == "done"
+
+
+def test_existing_subtitle_is_skipped_not_overwritten(folders, tiny_whisper, tiny_nllb, tone_video):
+    (folders["inbox"] / "Movie.ko.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\n내 자막\n", encoding="utf-8")
+    drop(tone_video, folders["inbox"], "Movie.mkv")
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    try:
+        job = wait_done(daemon, "Movie.mkv", timeout=30)
+    finally:
+        assert daemon.stop() == 0
+    assert job["state"] == "skipped"
+    assert (folders["inbox"] / "Movie.ko.srt").read_text(encoding="utf-8").endswith("내 자막\n")
+
+
+@pytest.mark.parametrize("stage", ["extract", "transcribe", "translate", "subtitle"])
+def test_kill_9_during_each_stage_resumes_at_that_stage(stage, folders, tiny_whisper, tiny_nllb, tmp_path):
+    # 60 s of audio keeps even the extract stage busy long enough to be caught running.
+    video = make_video(tmp_path / "long.mkv", seconds=60)
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    drop(video, folders["inbox"], "Episode.mkv")
+    worker = wait_for(lambda: daemon.worker(stage), 120, f"the {stage} worker", interval=0.005)
+    daemon.kill9()
+    wait_for(lambda: not alive(worker), 10, "the orphaned worker to exit")
+    interrupted = job_for(daemon.config, "Episode.mkv")
+    assert interrupted is not None
+    assert (interrupted["state"], interrupted["stage"]) == ("running", stage)
+
+    daemon.start()
+    try:
+        job = wait_done(daemon, "Episode.mkv")
+    finally:
+        assert daemon.stop() == 0
+    assert job["state"] == "done"
+    expected = {name: 1 for name in ("extract", "transcribe", "translate", "subtitle")}
+    expected[stage] = 2
+    assert job["runs"] == expected
+    assert "resuming" in daemon.log()
+    assert pysubs2.load(str(folders["inbox"] / "Episode.ko.srt"), encoding="utf-8").events
+    leftovers = [p for p in folders["root"].rglob("*") if ".autokr-tmp-" in p.name]
+    assert leftovers == []
+
+
+def test_sigterm_stops_the_worker_politely_and_the_job_resumes(folders, tiny_whisper, tiny_nllb, tone_video):
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    drop(tone_video, folders["inbox"], "Stop.mkv")
+    worker = wait_for(lambda: daemon.worker("transcribe"), 60, "the transcribe worker", interval=0.01)
+    assert daemon.stop() == 0
+    assert not alive(worker)
+    job = job_for(daemon.config, "Stop.mkv")
+    assert job is not None and (job["state"], job["stage"]) == ("queued", "transcribe")
+    daemon.start()
+    try:
+        job = wait_done(daemon, "Stop.mkv")
+    finally:
+        daemon.stop()
+    assert job["runs"]["extract"] == 1 and job["runs"]["transcribe"] == 2
+
+
+def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny_nllb, tone_video):
+    for number in range(8):
+        drop(tone_video, folders["inbox"], f"Clip {number}.mkv")
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    try:
+        for number in range(8):
+            wait_done(daemon, f"Clip {number}.mkv")
+    finally:
+        daemon.stop()
+    log = daemon.log()
+    assert log.count("loaded whisper model") == 1
+    assert log.count("loaded translator") == 1
+    assert all(
+        job["runs"] == {s: 1 for s in ("extract", "transcribe", "translate", "subtitle")}
+        for job in status(daemon.config)
+    )
+    assert len(list(folders["inbox"].glob("*.ko.srt"))) == 8
+
+
+def test_idle_daemon_is_small_and_never_loads_torch(folders, tiny_whisper, tiny_nllb, tone_video):
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    try:
+        drop(tone_video, folders["inbox"], "Once.mkv")
+        wait_done(daemon, "Once.mkv")
+        maps = Path(f"/proc/{daemon.pid}/maps").read_text()
+        rss_kb = next(
+            int(line.split()[1])
+            for line in Path(f"/proc/{daemon.pid}/status").read_text().splitlines()
+            if line.startswith("VmRSS:")
+        )
+    finally:
+        daemon.stop()
+    assert "torch" not in maps and "libtorch" not in maps
+    assert rss_kb < 80 * 1024, f"idle daemon RSS {rss_kb} kB"
+
+
+def test_configuration_problems_are_all_reported(tmp_path):
+    from fixtures.daemon import autokr
+
+    config = tmp_path / "bad.toml"
+    config.write_text('[daemon]\ninbox = ["/nonexistent/inbox"]\nstable_seconds = "soon"\ncolour = 1\n')
+    result = autokr(config, "run", check=False)
+    assert result.returncode == 1
+    assert "inbox folder does not exist: /nonexistent/inbox" in result.stderr
+    assert "[daemon] stable_seconds must be a number" in result.stderr
+    assert "unknown key [daemon] colour" in result.stderr
+    assert str(config) in result.stderr
