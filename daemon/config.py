@@ -170,7 +170,7 @@ def _validate(config: Config, problems: list[str], need_inbox: bool) -> None:
     daemon, models, languages = config.daemon, config.models, config.languages
     if need_inbox and not daemon.inbox:
         problems.append("[daemon] inbox must name at least one folder")
-    for folder in daemon.inbox:
+    for folder in daemon.inbox if need_inbox else ():
         if not folder.is_dir():
             problems.append(f"[daemon] inbox folder does not exist: {folder}")
     try:

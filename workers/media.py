@@ -118,7 +118,7 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
     streams = report.get("streams", [])
     if not streams:
         raise PermanentError("not a readable video (no audio or video streams)")
-    audio_tracks = []
+    audio_tracks: list[AudioTrack] = []
     video_start: float | None = None
     for stream in streams:
         kind = stream.get("codec_type")

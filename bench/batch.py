@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""8 short clips queued in the daemon at once, against ``autokr once`` on each in turn.
+
+usage: bench/batch.py [--whisper MODEL] [--translator MODEL] [--clips 8] [--seconds 5]
+
+Without model arguments it builds the tests' tiny models (random-weight Whisper, tiny
+NLLB), which isolates what batching saves: process starts and model loads. Prints both wall
+times and their ratio, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY / "tests"))
+
+from fixtures.daemon import Daemon, status, wait_for, write_config  # noqa: E402
+from fixtures.media import make_video  # noqa: E402
+from fixtures.tiny_models import build_tiny_nllb, build_tiny_whisper  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--whisper")
+    parser.add_argument("--translator")
+    parser.add_argument("--clips", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="autokr-bench-") as scratch:
+        root = Path(scratch)
+        whisper = Path(arguments.whisper) if arguments.whisper else build_tiny_whisper(root / "tiny.pt")
+        translator = Path(arguments.translator) if arguments.translator else build_tiny_nllb(root / "nllb")
+        clips = [
+            make_video(root / "clips" / f"clip {i}.mkv", seconds=arguments.seconds) for i in range(arguments.clips)
+        ]
+
+        started = time.monotonic()
+        for clip in clips:
+            subprocess.run(
+                [sys.executable, "-m", "daemon", "once", str(clip), "-o", str(root / "once.srt"),
+                 "-w", str(whisper), "-t", str(translator), "--device", "cpu"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        sequential = time.monotonic() - started
+
+        inbox = root / "inbox"
+        inbox.mkdir()
+        config = write_config(root / "autokr.toml", inbox, root / "state", whisper, translator, stable_seconds=0.5)
+        daemon = Daemon(config, root / "daemon.log").start()
+        try:
+            started = time.monotonic()
+            for clip in clips:
+                shutil.copy(clip, inbox / clip.name)
+            wait_for(
+                lambda: len([j for j in status(config) if j["state"] == "done"]) == len(clips),
+                1800,
+                "every clip to be done",
+                interval=0.5,
+            )
+            batched = time.monotonic() - started
+        finally:
+            daemon.stop()
+        loads = daemon.log().count("loaded whisper model")
+    print(f"clips: {len(clips)} x {arguments.seconds:.0f} s; whisper {whisper.name}; translator {translator.name}")
+    print(f"autokr once, one clip after another: {sequential:.1f} s")
+    print(f"daemon, all clips queued together:  {batched:.1f} s (whisper loaded {loads} time(s))")
+    print(f"speed-up: {sequential / batched:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

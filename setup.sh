@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Sets AutoKR up in ./.venv on a new machine: ffmpeg/ffprobe (from apt when missing),
+# PyTorch, then AutoKR itself. `./setup.sh --dev` adds the test and lint tools.
+# AUTOKR_TORCH picks the PyTorch build, e.g. AUTOKR_TORCH="torch==2.13.0" (the default).
+set -euo pipefail
+cd "$(dirname "$0")"
+extras=""
+[ "${1:-}" = "--dev" ] && extras="[dev]"
+
+if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg >/dev/null
+  else
+    echo "setup.sh: please install ffmpeg (with ffprobe) with your package manager first" >&2
+    exit 1
+  fi
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check "${AUTOKR_TORCH:-torch==2.13.0}"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extras}"
+echo "AutoKR is installed in $(pwd)/.venv (run .venv/bin/autokr --help)"

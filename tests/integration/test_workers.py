@@ -1,0 +1,145 @@
+"""Each stage worker as a real subprocess, by hand (``python -m workers.<stage>``)."""
+
+from __future__ import annotations
+
+import array
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import pysubs2
+from fixtures.media import ffmpeg, make_video
+from fixtures.tiny_models import SENTENCE_PAIRS
+
+
+def run_worker(stage: str, *arguments: str) -> list[dict]:
+    finished = subprocess.run(
+        [sys.executable, "-m", f"workers.{stage}", *arguments], capture_output=True, text=True, timeout=300
+    )
+    assert finished.returncode == 0, finished.stderr
+    return [json.loads(line[len("@autokr ") :]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+
+
+def first_loud_second(path: Path) -> float:
+    with wave.open(str(path)) as reader:
+        assert (reader.getframerate(), reader.getnchannels()) == (16000, 1)
+        samples = array.array("h", reader.readframes(reader.getnframes()))
+    return next(i for i, value in enumerate(samples) if abs(value) > 1000) / 16000
+
+
+def test_extract_keeps_a_late_audio_start_on_the_video_timeline(tmp_path):
+    video = make_video(tmp_path / "late.mp4", seconds=6, audio_offset=2.0)
+    events = run_worker("extract", str(video), str(tmp_path / "audio.wav"))
+    assert events[-1]["event"] == "done"
+    assert abs(first_loud_second(tmp_path / "audio.wav") - 2.0) < 0.05
+
+
+def test_extract_picks_the_japanese_track_and_reads_a_dash_name(tmp_path):
+    english = tmp_path / "en.wav"
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "3", str(english))
+    japanese = tmp_path / "ja.wav"
+    ffmpeg("-f", "lavfi", "-i", "sine=frequency=300:sample_rate=16000:duration=3", str(japanese))
+    video = tmp_path / "-y.mkv"
+    ffmpeg(
+        "-f", "lavfi", "-i", "color=size=32x32:rate=5:duration=3", "-i", str(english), "-i", str(japanese),
+        "-map", "0:v", "-map", "1:a", "-map", "2:a", "-c:v", "libx264", "-c:a", "aac",
+        "-metadata:s:a:0", "language=eng", "-metadata:s:a:1", "language=jpn", "file:" + str(video),
+    )  # fmt: skip
+    events = run_worker("extract", str(video), str(tmp_path / "out.wav"))
+    assert events[-1] == {"event": "done", "item": "1", "audio_track": 1, "audio_language": "jpn",
+                          "audio_offset": events[-1]["audio_offset"]}  # fmt: skip
+    assert first_loud_second(tmp_path / "out.wav") < 0.1  # the tone, not the silent English track
+
+
+def test_extract_reports_unusable_input_as_permanent(tmp_path):
+    (tmp_path / "random.mkv").write_bytes(b"\x1a\x45\xdf\xa3 garbage" * 50)
+    events = run_worker("extract", str(tmp_path / "random.mkv"), str(tmp_path / "out.wav"))
+    assert events[-1]["event"] == "failed" and events[-1]["permanent"] is True
+    assert events[-1]["reason"].startswith("not a readable video")
+    assert list(tmp_path.glob("*.wav")) == [] and list(tmp_path.glob(".*")) == []
+
+
+def test_transcribe_loads_a_checkpoint_by_path(tmp_path, tiny_whisper):
+    video = make_video(tmp_path / "tone.mkv", seconds=2)
+    run_worker("extract", str(video), str(tmp_path / "audio.wav"))
+    events = run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
+                        "--model", str(tiny_whisper), "--device", "cpu")  # fmt: skip
+    assert events[-1]["event"] == "done" and events[-1]["model"] == str(tiny_whisper)
+    document = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
+    assert document["language"] == "ja"
+    assert all(0 <= s["start"] <= s["end"] <= 2.5 for s in document["segments"])
+
+
+def test_translate_with_a_tiny_nllb_emits_korean(tmp_path, tiny_nllb):
+    segments = [{"start": i, "end": i + 1, "text": source} for i, (source, _) in enumerate(SENTENCE_PAIRS[:4])]
+    (tmp_path / "t.json").write_text(json.dumps({"segments": segments}), encoding="utf-8")
+    events = run_worker("translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
+                        "--model", str(tiny_nllb), "--device", "cpu", "--batch-size", "3")  # fmt: skip
+    assert events[-1]["event"] == "done"
+    translated = json.loads((tmp_path / "k.json").read_text(encoding="utf-8"))["segments"]
+    assert [s["text"] for s in translated] == [target for _, target in SENTENCE_PAIRS[:4]]
+    assert [s["source_text"] for s in translated] == [source for source, _ in SENTENCE_PAIRS[:4]]
+
+
+def test_subtitle_writes_srt_and_never_replaces_somebody_elses(tmp_path):
+    segments = [{"start": 0.5, "end": 1.75, "text": "안녕하세요.", "source_text": "こんにちは。"}]
+    (tmp_path / "k.json").write_text(json.dumps({"segments": segments}), encoding="utf-8")
+    target = tmp_path / "Video.ko.srt"
+    events = run_worker(
+        "subtitle", str(tmp_path / "k.json"), str(target), "--source-output", str(tmp_path / "Video.ja.srt")
+    )
+    assert events[-1]["event"] == "done"
+    (cue,) = pysubs2.load(str(target), encoding="utf-8")
+    assert (cue.start, cue.end, cue.plaintext) == (500, 1750, "안녕하세요.")
+    assert pysubs2.load(str(tmp_path / "Video.ja.srt"), encoding="utf-8")[0].plaintext == "こんにちは。"
+    assert run_worker("subtitle", str(tmp_path / "k.json"), str(target))[-1]["event"] == "done"  # same bytes: fine
+    target.write_text("1\n00:00:00,000 --> 00:00:01,000\n사용자 자막\n", encoding="utf-8")
+    refused = run_worker("subtitle", str(tmp_path / "k.json"), str(target))[-1]
+    assert refused["event"] == "failed" and "does not overwrite" in refused["reason"]
+    assert "사용자 자막" in target.read_text(encoding="utf-8")
+
+
+def test_no_speech_writes_no_subtitle(tmp_path):
+    (tmp_path / "k.json").write_text(json.dumps({"segments": []}), encoding="utf-8")
+    events = run_worker("subtitle", str(tmp_path / "k.json"), str(tmp_path / "V.ko.srt"))
+    assert events[-1]["note"] == "no speech found"
+    assert not (tmp_path / "V.ko.srt").exists()
+
+
+def character_error_rate(reference: str, hypothesis: str) -> float:
+    drop = set(" 　、。,.!?！？「」")
+    ref = [c for c in reference if c not in drop]
+    hyp = [c for c in hypothesis if c not in drop]
+    previous = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        current = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def test_real_whisper_base_transcribes_japanese_speech(tmp_path, whisper_base, speech_sample, speech_reference):
+    run_worker("extract", str(speech_sample), str(tmp_path / "audio.wav"))
+    run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
+               "--model", str(whisper_base), "--device", "cpu")  # fmt: skip
+    segments = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["segments"]
+    text = "".join(s["text"] for s in segments)
+    rate = character_error_rate(speech_reference, text)
+    print(f"character error rate with Whisper base: {rate:.3f}")
+    assert rate <= 0.35, text
+
+
+def test_autokr_once_runs_the_whole_pipeline(tmp_path, tiny_whisper, tiny_nllb):
+    video = make_video(tmp_path / "clip.mkv", seconds=2)
+    finished = subprocess.run(
+        [sys.executable, "-m", "daemon", "once", str(video), "-o", str(tmp_path / "out.srt"),
+         "-w", str(tiny_whisper), "-t", str(tiny_nllb), "--device", "cpu"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    assert "transcribe done in" in finished.stderr
+    assert finished.stdout.strip() == str(tmp_path / "out.srt")
+    assert pysubs2.load(str(tmp_path / "out.srt"), encoding="utf-8").events

@@ -1,0 +1,57 @@
+from pathlib import Path
+
+import pytest
+
+from daemon.config import load_config
+from daemon.errors import ConfigError
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_default_config_loads_once_its_inbox_exists(tmp_path):
+    text = (REPOSITORY / "config" / "autokr.toml").read_text(encoding="utf-8")
+    inbox = tmp_path / "library"
+    inbox.mkdir()
+    text = text.replace('inbox = ["~/Videos/autokr-inbox"]', f'inbox = ["{inbox}"]\nstate_dir = "state"')
+    path = tmp_path / "autokr.toml"
+    path.write_text(text, encoding="utf-8")
+    config = load_config(path)
+    assert config.daemon.inbox == (inbox,)
+    assert config.daemon.state_dir == tmp_path / "state"  # relative to the file
+    assert config.daemon.stable_seconds == 10
+    assert config.models.whisper == "auto" and config.languages.target == "ko"
+    assert config.model_dir == tmp_path / "state" / "models"
+
+
+def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        '[daemon]\ninbox = ["missing"]\nstable_seconds = "ten"\nmax_attempts = 0\ncolour = "red"\n'
+        '[models]\ndevice = "gpu"\n[languages]\ntarget = "xx"\n[extra]\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = caught.value.problems
+    assert caught.value.path == path
+    assert f"[daemon] inbox folder does not exist: {tmp_path / 'missing'}" in problems
+    assert "[daemon] stable_seconds must be a number, not 'ten'" in problems
+    assert "[daemon] max_attempts must be at least 1" in problems
+    assert "unknown key [daemon] colour" in problems
+    assert "unknown section [extra]" in problems
+    assert any(p.startswith("[models] device must be") for p in problems)
+    assert any(p.startswith("[languages] target 'xx' is not supported") for p in problems)
+
+
+def test_unwritable_state_dir_and_bad_toml_are_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = tmp_path / "c.toml"
+    path.write_text(f'[daemon]\ninbox = ["{tmp_path}"]\nstate_dir = "{blocker}/state"\n')
+    with pytest.raises(ConfigError, match="state_dir cannot be created"):
+        load_config(path)
+    path.write_text("[daemon\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "nope.toml")

@@ -1,0 +1,151 @@
+"""The job store's contract, on real SQLite files."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound
+from daemon.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    clock = Clock()
+    opened = Store(tmp_path / "autokr.sqlite3", clock=clock)
+    opened.test_clock = clock  # type: ignore[attr-defined]
+    yield opened
+    opened.close()
+
+
+def test_a_job_walks_through_every_stage_counting_runs(store):
+    job = store.add("/inbox/a.mkv", 10, 1)
+    for stage in ("extract", "transcribe", "translate", "subtitle"):
+        (claimed,) = store.claim_next_batch(8)
+        assert (claimed.state, claimed.stage) == ("running", stage)
+        assert store.complete_stage(claimed, {f"{stage}_model": "m"} if stage == "transcribe" else {})
+    done = store.get(job.id)
+    assert done.state == "done" and done.stage == "subtitle"
+    assert done.runs == {"extract": 1, "transcribe": 1, "translate": 1, "subtitle": 1}
+    assert done.facts == {"transcribe_model": "m"}
+
+
+def test_batches_take_the_earliest_stage_and_respect_the_limit(store):
+    first = store.add("/a.mkv", 1, 1)
+    (claimed,) = store.claim_next_batch(8)
+    store.complete_stage(claimed, {})
+    for name in "bcd":
+        store.add(f"/{name}.mkv", 1, 1)
+    batch = store.claim_next_batch(2)
+    assert [job.stage for job in batch] == ["extract", "extract"]
+    assert first.id not in [job.id for job in batch]
+
+
+def test_interrupted_jobs_resume_at_the_same_stage(store, tmp_path):
+    store.add("/a.mkv", 1, 1)
+    (claimed,) = store.claim_next_batch(1)
+    store.complete_stage(claimed, {})
+    (running,) = store.claim_next_batch(1)
+    assert running.stage == "transcribe"
+    reopened = Store(tmp_path / "autokr.sqlite3")
+    (recovered,) = reopened.recover_interrupted()
+    assert (recovered.state, recovered.stage) == ("queued", "transcribe")
+    (again,) = reopened.claim_next_batch(1)
+    assert again.runs == {"extract": 1, "transcribe": 2}
+    reopened.close()
+
+
+def test_failures_back_off_then_fail_for_good_and_retry_requeues(store):
+    store.add("/a.mkv", 1, 1)
+    (job,) = store.claim_next_batch(1)
+    queued = store.fail_stage(job, "worker was killed by SIGKILL", "tail", False, max_attempts=2, backoff_seconds=30)
+    assert queued.state == "queued" and queued.not_before == 1030.0
+    assert store.claim_next_batch(1) == []  # backing off
+    store.test_clock.now = 1031.0
+    (job,) = store.claim_next_batch(1)
+    failed = store.fail_stage(job, "again", "last lines", False, max_attempts=2, backoff_seconds=30)
+    assert (failed.state, failed.error, failed.stderr_tail) == ("failed", "again", "last lines")
+    retried = store.retry(str(job.id))
+    assert (retried.state, retried.stage, retried.attempts, retried.error) == ("queued", "extract", 0, None)
+
+
+def test_permanent_failure_fails_at_once(store):
+    store.add("/a.mkv", 1, 1)
+    (job,) = store.claim_next_batch(1)
+    failed = store.fail_stage(job, "the file has no audio track", "", True, max_attempts=5, backoff_seconds=1)
+    assert failed.state == "failed" and failed.attempts == 1
+
+
+def test_results_for_a_replaced_file_are_ignored(store):
+    store.add("/a.mkv", 1, 1)
+    (old_run,) = store.claim_next_batch(1)
+    store.add("/a.mkv", 2, 2)  # a different file now has that name
+    assert store.complete_stage(old_run, {}) is False
+    fresh = store.find("/a.mkv")
+    assert (fresh.state, fresh.stage, fresh.runs, fresh.size) == ("queued", "extract", {}, 2)
+
+
+def test_retry_of_unknown_or_done_job_says_why(store):
+    with pytest.raises(JobNotFound):
+        store.retry("/nowhere.mkv")
+    job = store.add("/a.mkv", 1, 1, state="skipped")
+    with pytest.raises(JobNotFound, match="use --force"):
+        store.retry(str(job.id))
+    forced = store.retry(str(job.id), force=True)
+    assert forced.state == "queued" and forced.force
+
+
+def test_database_settings(store):
+    connection = store.db.conn
+    assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert connection.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+    assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+
+
+def test_a_second_writer_waits_instead_of_failing(tmp_path):
+    path = tmp_path / "autokr.sqlite3"
+    first, second = Store(path), Store(path)
+    first.add("/a.mkv", 1, 1)
+    errors = []
+
+    def hammer(store: Store, prefix: str) -> None:
+        try:
+            for number in range(100):
+                store.add(f"/{prefix}{number}.mkv", 1, 1)
+                store.jobs()
+        except sqlite3.OperationalError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=hammer, args=(s, p)) for s, p in ((first, "x"), (second, "y"))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(first.jobs()) == 201
+
+
+def test_corrupt_or_newer_database_is_refused_and_left_untouched(tmp_path):
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(DatabaseCorrupt, match="left it untouched"):
+        Store(corrupt)
+    assert corrupt.read_bytes() == b"this is not sqlite" * 100
+
+    newer = tmp_path / "newer.sqlite3"
+    Store(newer).close()
+    with sqlite3.connect(newer) as connection:
+        connection.execute("INSERT INTO schema_migrations VALUES (99, 0)")
+    before = newer.read_bytes()
+    with pytest.raises(DatabaseTooNew, match="newer AutoKR"):
+        Store(newer)
+    assert newer.read_bytes() == before
