@@ -55,3 +55,11 @@ def test_unwritable_state_dir_and_bad_toml_are_reported(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "nope.toml")
+
+
+def test_autokr_once_does_not_need_the_inbox_to_exist(tmp_path):
+    path = tmp_path / "autokr.toml"
+    path.write_text(f'[daemon]\ninbox = ["{tmp_path}/not-yet"]\nstate_dir = "{tmp_path}/state"\n')
+    assert load_config(path, need_inbox=False).daemon.inbox == (tmp_path / "not-yet",)
+    with pytest.raises(ConfigError, match="inbox folder does not exist"):
+        load_config(path)
