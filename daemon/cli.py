@@ -37,7 +37,9 @@ def command_run(arguments: argparse.Namespace) -> int:
     from workers.media import find_ffmpeg, find_ffprobe
 
     config = _config(arguments)
-    find_ffmpeg(), find_ffprobe()  # fail now, with a clear message, rather than on the first video
+    # Fail now, with a clear message, rather than on the first video.
+    find_ffmpeg()
+    find_ffprobe()
     store = Store(config.database_path)
     flags = Flags()
     flags.install()

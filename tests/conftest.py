@@ -58,17 +58,18 @@ def whisper_base() -> Path:
     return path
 
 
+def shared_sample(name: str) -> Path:
+    path = SHARED / "samples" / name
+    if not path.exists():
+        skip_or_fail(f"{path} not available")
+    return path
+
+
 @pytest.fixture(scope="session")
 def speech_sample() -> Path:
-    sample = SHARED / "samples" / "neko_ja.mp4"
-    if not sample.exists():
-        skip_or_fail(f"{sample} not available")
-    return sample
+    return shared_sample("neko_ja.mp4")
 
 
 @pytest.fixture(scope="session")
 def speech_reference() -> str:
-    reference = SHARED / "samples" / "neko_ja.reference.txt"
-    if not reference.exists():
-        skip_or_fail(f"{reference} not available")
-    return reference.read_text(encoding="utf-8").strip()
+    return shared_sample("neko_ja.reference.txt").read_text(encoding="utf-8").strip()

@@ -131,6 +131,32 @@ def test_existing_subtitle_is_skipped_not_overwritten(folders, tiny_whisper, tin
     assert (folders["inbox"] / "Movie.ko.srt").read_text(encoding="utf-8").endswith("내 자막\n")
 
 
+def test_a_replaced_video_starts_over_and_replaces_our_own_subtitle(folders, tiny_whisper, tiny_nllb, tmp_path):
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    try:
+        video = drop(make_video(tmp_path / "v1.mkv", seconds=2), folders["inbox"], "Ep.mkv")
+        first = wait_done(daemon, "Ep.mkv")
+        subtitle = folders["inbox"] / "Ep.ko.srt"
+        first_stat = subtitle.stat()
+        drop(make_video(tmp_path / "v2.mkv", seconds=4), folders["inbox"], "Ep.mkv")
+        second = wait_for(
+            lambda: (
+                (job := job_for(daemon.config, "Ep.mkv"))
+                and job["state"] == "done"
+                and job["updated_at"] > first["updated_at"]
+                and job
+            ),
+            120,
+            "the replaced video to be done again",
+        )
+    finally:
+        assert daemon.stop() == 0
+    assert second["id"] == first["id"]
+    assert second["runs"] == {s: 1 for s in ("extract", "transcribe", "translate", "subtitle")}
+    assert subtitle.stat().st_mtime_ns != first_stat.st_mtime_ns  # rewritten, not skipped
+    assert video.exists()
+
+
 @pytest.mark.parametrize("stage", ["extract", "transcribe", "translate", "subtitle"])
 def test_kill_9_during_each_stage_resumes_at_that_stage(stage, folders, tiny_whisper, tiny_nllb, tmp_path):
     # 60 s of audio keeps even the extract stage busy long enough to be caught running.
