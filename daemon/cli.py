@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,8 +13,8 @@ from pathlib import Path
 from loguru import logger
 
 from daemon import __version__
-from daemon.config import Config, ConfigError, default_config_path, load_config
-from daemon.errors import AutoKRError, WorkerFailed
+from daemon.config import Config, ConfigError, default_config_path, is_set, load_config
+from daemon.errors import AutoKRError, JobNotFound, WorkerFailed
 from daemon.logs import setup_logging
 from daemon.store import Job, Store
 from workers.errors import WorkerError
@@ -22,12 +23,16 @@ from workers.media import probe
 EXIT_ERROR = 1
 
 
-def _config(arguments: argparse.Namespace, need_inbox: bool = True) -> Config:
-    return load_config(arguments.config, need_inbox=need_inbox)
+def _config(arguments: argparse.Namespace, need_inbox: bool = True, need_state_dir: bool = True) -> Config:
+    return load_config(arguments.config, need_inbox=need_inbox, need_state_dir=need_state_dir)
 
 
-def _store(arguments: argparse.Namespace) -> Store:
-    config = _config(arguments, need_inbox=False)
+def _store(arguments: argparse.Namespace) -> Store | None:
+    """The daemon's database, or None before the daemon first ran: reading commands must not
+    create it (as root, say, in the service's /var/lib/autokr)."""
+    config = _config(arguments, need_inbox=False, need_state_dir=False)
+    if not config.database_path.exists():
+        return None
     return Store(config.database_path)
 
 
@@ -45,7 +50,8 @@ def command_run(arguments: argparse.Namespace) -> int:
     flags.install()
     logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
     try:
-        return Supervisor(config, store, Notifier(), flags).run()
+        stall = os.environ.get("AUTOKR_DEBUG_STALL_AFTER")  # test-only, see Supervisor
+        return Supervisor(config, store, Notifier(), flags, stall_after=float(stall) if stall else None).run()
     finally:
         store.close()
 
@@ -70,10 +76,12 @@ def _format_table(jobs: list[Job]) -> str:
 
 def command_status(arguments: argparse.Namespace) -> int:
     store = _store(arguments)
-    try:
-        jobs = store.jobs()
-    finally:
-        store.close()
+    jobs = []
+    if store is not None:
+        try:
+            jobs = store.jobs()
+        finally:
+            store.close()
     if arguments.json:
         print(json.dumps([job.as_public_dict() for job in jobs], ensure_ascii=False, indent=1))
     elif not jobs:
@@ -85,6 +93,8 @@ def command_status(arguments: argparse.Namespace) -> int:
 
 def command_retry(arguments: argparse.Namespace) -> int:
     store = _store(arguments)
+    if store is None:
+        raise JobNotFound(f"no job {arguments.job}: the daemon has not run yet")
     try:
         job = store.retry(arguments.job, force=arguments.force)
     finally:
@@ -97,7 +107,8 @@ def command_enqueue(arguments: argparse.Namespace) -> int:
     path = Path(arguments.video).absolute()
     status = path.stat()
     probe(path)
-    store = _store(arguments)
+    config = _config(arguments, need_inbox=False)
+    store = Store(config.database_path)
     try:
         job = store.add(str(path), status.st_size, status.st_mtime_ns, force=arguments.force)
     finally:
@@ -123,6 +134,25 @@ def command_once(arguments: argparse.Namespace) -> int:
     for path in written:
         print(path)
     print(f"finished in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    return 0
+
+
+def command_systemd_unit(arguments: argparse.Namespace) -> int:
+    from daemon import unit
+
+    config = load_config(arguments.config, need_inbox=False, need_state_dir=False)
+    assert config.path is not None
+    if not config.daemon.inbox:
+        raise ConfigError(config.path, ["[daemon] inbox must name at least one folder"])
+    state_dir_set = is_set(config, "daemon", "state_dir")
+    if not state_dir_set or config.daemon.state_dir != unit.SERVICE_STATE_DIR:
+        print(
+            f'autokr: note: set state_dir = "{unit.SERVICE_STATE_DIR}" in [daemon] of {config.path}, so that '
+            "`autokr status` run from a shell reads the service's database",
+            file=sys.stderr,
+        )
+    install = unit.install_for(config, state_dir_set)
+    print(unit.render_drop_in(install) if arguments.drop_in else unit.render_unit(install), end="")
     return 0
 
 
@@ -157,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("-t", "--translator", help="NLLB model name or directory")
     once.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     once.set_defaults(handler=command_once)
+
+    systemd_unit = commands.add_parser(
+        "systemd-unit", help="print the systemd unit for this install and config (see README, Service)"
+    )
+    systemd_unit.add_argument(
+        "--drop-in", action="store_true", help="only the install-specific lines, as a drop-in for the shipped unit"
+    )
+    systemd_unit.set_defaults(handler=command_systemd_unit)
     return parser
 
 

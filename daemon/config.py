@@ -166,7 +166,7 @@ def _build_section(cls: type, table: Any, base: Path, problems: list[str], secti
     return cls(**values)
 
 
-def _validate(config: Config, problems: list[str], need_inbox: bool) -> None:
+def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_dir: bool) -> None:
     daemon, models, languages = config.daemon, config.models, config.languages
     if need_inbox and not daemon.inbox:
         problems.append("[daemon] inbox must name at least one folder")
@@ -174,9 +174,10 @@ def _validate(config: Config, problems: list[str], need_inbox: bool) -> None:
         if not folder.is_dir():
             problems.append(f"[daemon] inbox folder does not exist: {folder}")
     try:
-        daemon.state_dir.mkdir(parents=True, exist_ok=True)
-        if not os.access(daemon.state_dir, os.W_OK | os.X_OK):
-            problems.append(f"[daemon] state_dir is not writable: {daemon.state_dir}")
+        if need_state_dir:
+            daemon.state_dir.mkdir(parents=True, exist_ok=True)
+            if not os.access(daemon.state_dir, os.W_OK | os.X_OK):
+                problems.append(f"[daemon] state_dir is not writable: {daemon.state_dir}")
     except OSError as error:
         problems.append(f"[daemon] state_dir cannot be created: {daemon.state_dir} ({error.strerror})")
     for name in ("stable_seconds", "scan_interval_seconds", "retry_backoff_seconds", "worker_stop_seconds"):
@@ -198,8 +199,9 @@ def _validate(config: Config, problems: list[str], need_inbox: bool) -> None:
             problems.append(f"[languages] {name} {getattr(languages, name)!r} is not supported (known: {known})")
 
 
-def load_config(path: Path | None = None, need_inbox: bool = True) -> Config:
-    """Reads and validates the config file (``need_inbox=False`` for ``autokr once``).
+def load_config(path: Path | None = None, need_inbox: bool = True, need_state_dir: bool = True) -> Config:
+    """Reads and validates the config file (``need_inbox=False`` for ``autokr once``;
+    ``need_state_dir=False`` where the state folder is not used, so it is not created).
 
     Raises:
         ConfigError: listing every problem found, with the file name and key.
@@ -225,7 +227,15 @@ def load_config(path: Path | None = None, need_inbox: bool = True) -> Config:
     if config.daemon.video_extensions:
         lowered = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in config.daemon.video_extensions)
         config = replace(config, daemon=replace(config.daemon, video_extensions=lowered))
-    _validate(config, problems, need_inbox)
+    _validate(config, problems, need_inbox, need_state_dir)
     if problems:
         raise ConfigError(path, problems)
     return config
+
+
+def is_set(config: Config, section: str, key: str) -> bool:
+    """Whether the config file names ``key`` itself (rather than leaving the default)."""
+    if config.path is None:
+        return False
+    table = tomllib.loads(config.path.read_text(encoding="utf-8")).get(section, {})
+    return isinstance(table, dict) and key in table

@@ -18,7 +18,8 @@ SYSLOG_PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4
 
 def _journal_format(record: Any) -> str:
     priority = SYSLOG_PRIORITY.get(record["level"].name, 6)
-    return f"<{priority}>{{message}}\n{{exception}}"
+    # "\<" keeps loguru from reading "<6>" as a colour tag.
+    return f"\\<{priority}>{{message}}\n{{exception}}"
 
 
 def setup_logging(verbose: bool = False) -> None:

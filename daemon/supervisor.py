@@ -78,6 +78,7 @@ class Supervisor:
         notifier: Notifier | None = None,
         flags: Flags | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        stall_after: float | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -90,6 +91,10 @@ class Supervisor:
         self.next_scan_at = 0.0
         self.status_text = ""
         self.last_ping = 0.0
+        self.config_problem = ""  # shown in STATUS= until a reload succeeds
+        # Test-only ($AUTOKR_DEBUG_STALL_AFTER): the main loop hangs this many seconds after
+        # start, to prove that systemd's watchdog restarts a wedged daemon.
+        self.stall_after = stall_after
 
     # --- start and stop ------------------------------------------------------------------
 
@@ -100,12 +105,17 @@ class Supervisor:
             self._sweep_temporary_files(job)
         self.watcher.start()
         self._scan()
-        self.notifier.send(READY=1, STATUS=self._status())
-        logger.info("ready: {}", self._status())
+        self._send_status(READY=1)
+        logger.info("ready: {}", self.status_text)
 
     def run(self) -> int:
         self.start()
+        started = self.monotonic()
         while not self.flags.stop:
+            if self.stall_after is not None and self.monotonic() - started >= self.stall_after:
+                logger.warning("AUTOKR_DEBUG_STALL_AFTER: the main loop hangs now (a test of the watchdog)")
+                while True:
+                    time.sleep(3600)
             self.turn()
             self.flags.wake.wait(0.5)
             self.flags.wake.clear()
@@ -144,7 +154,8 @@ class Supervisor:
             new = load_config(self.config.path)
         except ConfigError as error:
             logger.error("reload failed, keeping the old configuration: {}", error)
-            self.notifier.send(READY=1, STATUS=f"config reload failed, running on the old one: {error}")
+            self.config_problem = f"config reload failed, running on the old one: {error}"
+            self._send_status(READY=1)
             return
         if new.daemon.inbox != self.config.daemon.inbox:
             self.watcher.stop()
@@ -153,8 +164,9 @@ class Supervisor:
         self.config = new
         self.tracker.stable_seconds = new.daemon.stable_seconds
         self.next_scan_at = 0.0
+        self.config_problem = ""
         logger.info("configuration reloaded from {}", new.path)
-        self.notifier.send(READY=1, STATUS=self._status())
+        self._send_status(READY=1)
 
     # --- discovery -----------------------------------------------------------------------
 
@@ -268,7 +280,8 @@ class Supervisor:
                 self._stage_failed(job, reason, batch.worker.stderr_tail(), permanent=False)
         stages.remove_temporary_files([item.output for item in batch.items.values()] + _source_outputs(batch))
         elapsed = self.monotonic() - batch.worker.started_at
-        logger.info("{} worker exited ({}) after {:.1f} s", batch.stage, describe_exit(returncode), elapsed)
+        ending = "finished" if returncode == 0 else describe_exit(returncode)
+        logger.info("{} worker pid {} after {:.1f} s: {}", batch.stage, batch.worker.pid, elapsed, ending)
         self.batch = None
 
     def _save_progress(self, batch: RunningBatch, job: Job, percent: float) -> None:
@@ -333,19 +346,23 @@ class Supervisor:
             others = len(self.batch.jobs) - 1
             percent = self.batch.progress.get(first_id, 0.0)
             head = f'{STAGE_VERBS[self.batch.stage]} "{name}" {percent:.0f}%' + (f" (+{others})" if others else "")
-        return " · ".join([head, *tail])
+        return " · ".join([*([self.config_problem] if self.config_problem else []), head, *tail])
+
+    def _send_status(self, **fields: str | int) -> None:
+        self.status_text = self._status()
+        self.notifier.send(**fields, STATUS=self.status_text)
 
     def _report_status(self) -> None:
+        """Every second: WATCHDOG=1 (from this loop only, so a wedged loop stops the pings),
+        and STATUS= when it changed."""
         now = self.monotonic()
         if now - self.last_ping < 1.0:
             return
         self.last_ping = now
-        status = self._status()
-        fields: dict[str, str | int] = {"WATCHDOG": 1}
-        if status != self.status_text:
-            self.status_text = status
-            fields["STATUS"] = status
-        self.notifier.send(**fields)
+        if self._status() != self.status_text:
+            self._send_status(WATCHDOG=1)
+        else:
+            self.notifier.send(WATCHDOG=1)
 
 
 def _signature(path: Path) -> list[int] | None:

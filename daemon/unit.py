@@ -1,0 +1,218 @@
+"""The systemd unit: ``autokr systemd-unit`` renders it for this install and config.
+
+``systemd/autokr.service`` in the repository is this module's output for the documented
+default install (``/opt/autokr``, ``/etc/autokr/autokr.toml``, library under ``/srv/media``);
+a unit test keeps the two identical, so edit the text here.
+
+Only the install-specific lines vary: ``ExecStart=``, the folders the service may write
+(``ReadWritePaths=``), ``TimeoutStopSec=`` (from ``worker_stop_seconds``) and, when the venv, the
+Python it was made from or a video folder lies under /home, /root or /run/user,
+``ProtectHome=tmpfs`` with exactly those folders bound back in.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from daemon.config import Config
+
+HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))  # hidden by ProtectHome=
+TEMPORARY_ROOTS = (Path("/tmp"), Path("/var/tmp"))  # private to the service with PrivateTmp=yes
+SERVICE_STATE_DIR = Path("/var/lib/autokr")  # StateDirectory=autokr
+STOP_MARGIN_SECONDS = 20  # beyond worker_stop_seconds: the daemon's own exit and the SIGKILL of leftovers
+
+
+@dataclass(frozen=True)
+class Install:
+    command: tuple[str, ...]
+    """How to start ``autokr`` (the installed console script, or ``python -m daemon``)."""
+    config: Path
+    write: tuple[Path, ...]
+    """Folders the service writes: the inboxes (subtitles go beside the videos), a state_dir
+    other than /var/lib/autokr."""
+    read: tuple[Path, ...] = ()
+    """Folders it only reads that may lie under a home directory: the venv and its Python."""
+    worker_stop_seconds: float = 10.0
+
+    @property
+    def under_home(self) -> bool:
+        return any(_under(path, HOME_ROOTS) for path in self.write + self.read)
+
+
+DEFAULT_INSTALL = Install(
+    command=("/opt/autokr/.venv/bin/autokr",),
+    config=Path("/etc/autokr/autokr.toml"),
+    write=(Path("/srv/media"),),
+)
+
+
+def _under(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def hidden_from_service(path: Path) -> bool:
+    """Not visible to the service unless bound back in (BindPaths=/BindReadOnlyPaths=)."""
+    return _under(path, HOME_ROOTS + TEMPORARY_ROOTS)
+
+
+def _installed_command() -> tuple[str, ...]:
+    script = Path(sys.executable).parent / "autokr"  # the venv's console script, not resolved
+    return (str(script),) if script.exists() else (sys.executable, "-m", "daemon")
+
+
+def install_for(config: Config, state_dir_set: bool) -> Install:
+    """This process's install plus ``config``. ``state_dir_set``: the config names a state_dir
+    (otherwise the service uses its StateDirectory=, /var/lib/autokr)."""
+    assert config.path is not None
+    write = list(config.daemon.inbox)
+    for folder in (config.daemon.state_dir if state_dir_set else None, config.models.model_dir):
+        if folder is not None and not folder.is_relative_to(SERVICE_STATE_DIR):
+            write.append(folder)
+    read = [Path(sys.prefix), Path(sys.base_prefix).resolve(), config.path.parent]
+    return Install(
+        command=_installed_command(),
+        config=config.path,
+        write=tuple(dict.fromkeys(write)),
+        read=tuple(dict.fromkeys(path for path in read if hidden_from_service(path))),
+        worker_stop_seconds=config.daemon.worker_stop_seconds,
+    )
+
+
+def _quote(path: Path) -> str:
+    # systemd's own quoting rules are close enough to the shell's for paths: "..." with \" and \\.
+    text = str(path)
+    if any(c in text for c in " \"\\'") or not text.isprintable():
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+def install_lines(install: Install) -> list[str]:
+    """The [Service] lines that depend on where AutoKR, its config and the videos are."""
+    command = " ".join(shlex.quote(part) for part in install.command)
+    lines = [f"ExecStart={command} --config {_quote(install.config)} run"]
+    stop = math.ceil(install.worker_stop_seconds) + STOP_MARGIN_SECONDS
+    lines.append(f"TimeoutStopSec={stop}")
+    if install.under_home:
+        lines += [
+            "# The install or a video folder lies under a home directory: the homes are replaced by",
+            "# an empty read-only tmpfs, with exactly the folders below bound back in.",
+            "ProtectHome=tmpfs",
+        ]
+    else:
+        lines.append("ProtectHome=yes")
+    bound = [f"BindReadOnlyPaths={_quote(path)}" for path in install.read if path not in install.write]
+    bound += [f"BindPaths={_quote(path)}" for path in install.write if hidden_from_service(path)]
+    if bound:
+        lines += ["# Folders under a home directory or /tmp, which the service would not see otherwise:", *bound]
+    # Bound-in folders are read-only under ProtectSystem=strict too, until listed here.
+    writable = [f"ReadWritePaths={_quote(path)}" for path in install.write]
+    if writable:
+        lines += ["# Subtitles are written next to the videos: each inbox folder (or a parent) is listed here."]
+        lines += writable
+    return lines
+
+
+HEADER = """\
+# AutoKR as a systemd service: Korean subtitles for Japanese videos.
+# Rendered by `autokr systemd-unit` (daemon/unit.py); `autokr --config FILE systemd-unit` writes
+# one for your install, with ExecStart= and ReadWritePaths= filled in from FILE.
+[Unit]
+Description=AutoKR: Korean subtitles for Japanese videos
+# Video libraries on network mounts must be up first (the database itself must be on a local disk).
+After=local-fs.target remote-fs.target network-online.target
+Wants=network-online.target
+# A daemon that keeps failing at start (say, a broken config) stops after 5 tries in 10 minutes.
+StartLimitIntervalSec=600
+StartLimitBurst=5
+
+[Service]
+# READY=1 only after the database is open and migrated, interrupted jobs are recovered and the
+# first scan of the inboxes is done; STATUS= shows the current stage; WATCHDOG=1 comes from the
+# main loop only, every second while it is healthy (also while a long worker runs).
+Type=notify
+# Only the daemon (not a worker) may report readiness, status and watchdog pings.
+NotifyAccess=main
+WatchdogSec=120
+# A large library's first scan and a database migration happen before READY=1.
+TimeoutStartSec=300
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=10
+# SIGTERM goes to the daemon, which stops its worker politely (SIGTERM, then SIGKILL after
+# worker_stop_seconds) and records where each video stands; SIGKILL to whatever is left.
+KillMode=mixed
+# The kernel's OOM killer may end a worker (a too-large model); the daemon retries that stage
+# with backoff, so the service must not be stopped for it (systemd's default is OOMPolicy=stop).
+OOMPolicy=continue
+# Subtitles are made in the background: Plex/Jellyfin transcodes stay ahead of it.
+Nice=10
+IOSchedulingClass=best-effort
+IOSchedulingPriority=7
+SyslogIdentifier=autokr
+"""
+
+HARDENING = """\
+# --- Who it runs as and what it may touch -------------------------------------------------
+User=autokr
+Group=autokr
+# /dev/nvidia* and /dev/dri belong to these groups on most distributions.
+SupplementaryGroups=video render
+# The SQLite database, work files and downloaded models: /var/lib/autokr ($STATE_DIRECTORY).
+StateDirectory=autokr
+StateDirectoryMode=0750
+# Subtitles readable by the media server's user.
+UMask=0022
+ProtectSystem=strict
+PrivateTmp=yes
+NoNewPrivileges=yes
+CapabilityBoundingSet=
+AmbientCapabilities=
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+ProtectProc=invisible
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RemoveIPC=yes
+SystemCallArchitectures=native
+# AF_UNIX: journald and sd_notify; AF_INET/AF_INET6: the first download of a named model from
+# Hugging Face. AF_NETLINK: CUDA and glibc read network interfaces.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# Left out on purpose:
+# - PrivateDevices=yes: it would hide the GPU (/dev/nvidia*, /dev/dri).
+# - DevicePolicy=closed: the NVIDIA device nodes differ between driver versions (nvidia-uvm,
+#   nvidia-modeset, nvidia-caps); a missing one fails only at the first CUDA call.
+# - MemoryDenyWriteExecute=yes: PyTorch's CPU kernels (oneDNN) and CUDA's PTX compiler generate
+#   machine code at run time.
+# - SystemCallFilter=@system-service: the CUDA driver's system calls are not covered by any
+#   tested filter; enable it only after checking on your own GPU.
+# - PrivateNetwork=yes / IPAddressDeny=any: named models are downloaded on first use. With
+#   models given as local paths, you may add both.
+# - PrivateUsers=yes: videos owned by other users would look owned by nobody, and the
+#   subtitles could not be written beside them.
+# - ProcSubset=pid: PyTorch reads /proc/cpuinfo and /proc/meminfo.
+"""
+
+FOOTER = """
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_unit(install: Install = DEFAULT_INSTALL) -> str:
+    return HEADER + "\n".join(install_lines(install)) + "\n" + HARDENING + FOOTER
+
+
+def render_drop_in(install: Install) -> str:
+    """A drop-in (``autokr.service.d/*.conf``) that points the shipped unit at ``install``."""
+    lines = install_lines(install)
+    return "[Service]\nExecStart=\nReadWritePaths=\nBindPaths=\nBindReadOnlyPaths=\n" + "\n".join(lines) + "\n"
