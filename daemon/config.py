@@ -58,6 +58,9 @@ class DaemonSettings:
     """Wait before the first retry; doubled for each further attempt."""
     worker_stop_seconds: float = field(default=10.0, metadata={"type": "number"})
     """On shutdown, how long a worker gets after SIGTERM before SIGKILL."""
+    stage_timeout_seconds: float = field(default=3600.0, metadata={"type": "number"})
+    """A worker that reports nothing (no progress, no result) for this long is stopped and
+    the stage retried: the daemon never waits forever on a hung worker."""
     follow_symlinks: bool = field(default=False, metadata={"type": "bool"})
     """Follow symbolic links in the inbox that point outside it."""
     video_extensions: tuple[str, ...] = field(default=DEFAULT_VIDEO_EXTENSIONS, metadata={"type": "strings"})
@@ -183,6 +186,8 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
     for name in ("stable_seconds", "scan_interval_seconds", "retry_backoff_seconds", "worker_stop_seconds"):
         if getattr(daemon, name) < 0:
             problems.append(f"[daemon] {name} must not be negative")
+    if daemon.stage_timeout_seconds <= 0:
+        problems.append("[daemon] stage_timeout_seconds must be more than 0")
     if daemon.max_attempts < 1:
         problems.append("[daemon] max_attempts must be at least 1")
     for name in ("videos_per_worker", "translate_batch_size"):

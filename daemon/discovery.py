@@ -41,12 +41,20 @@ def _inside(path: Path, folders: tuple[Path, ...]) -> bool:
     return any(resolved.is_relative_to(folder.resolve()) for folder in folders)
 
 
+def _parts_inside_inbox(path: Path, inboxes: tuple[Path, ...]) -> tuple[str, ...]:
+    """The path below its inbox: an inbox may itself lie in a hidden folder (~/.local/...)."""
+    for inbox in inboxes:
+        if path.is_relative_to(inbox):
+            return path.relative_to(inbox).parts
+    return path.parts
+
+
 def accept(path: Path, inboxes: tuple[Path, ...], extensions: tuple[str, ...], follow_symlinks: bool) -> bool:
     """Whether ``path`` is a video AutoKR should consider (not its completeness)."""
     if not is_video_name(path.name, extensions):
         return False
-    if any(part.startswith(".") for part in path.parts[:-1] if part not in (".", "..")):
-        return False  # inside a hidden folder (.Trash, .grab, ...)
+    if any(part.startswith(".") for part in _parts_inside_inbox(path, inboxes)[:-1] if part not in (".", "..")):
+        return False  # inside a hidden folder of the inbox (.Trash, .grab, ...)
     return not (path.is_symlink() and not follow_symlinks and not _inside(path, inboxes))
 
 

@@ -38,7 +38,11 @@ class BatchItem:
     extra: dict[str, Any]
 
 
-def batch_item(config: Config, stage: str, job_id: int, video: Path, force: bool) -> BatchItem:
+def batch_item(
+    config: Config, stage: str, job_id: int, video: Path, force: bool, signature: tuple[int, int] | None = None
+) -> BatchItem:
+    """``signature``: the video's (size, mtime_ns) when it became a job; the subtitle worker
+    refuses to write beside a video that no longer matches it (replaced or deleted)."""
     work = job_work_dir(config, job_id)
     if stage == "extract":
         return BatchItem(job_id, video, work / STAGE_OUTPUT_NAMES["extract"], {})
@@ -47,6 +51,8 @@ def batch_item(config: Config, stage: str, job_id: int, video: Path, force: bool
         return BatchItem(job_id, source, work / STAGE_OUTPUT_NAMES[stage], {})
     languages = config.languages
     extra: dict[str, Any] = {"overwrite": force, "source_output": None}
+    if signature is not None:
+        extra["video"], extra["video_signature"] = str(video), list(signature)
     if config.daemon.write_source_subtitles:
         extra["source_output"] = str(subtitle_path(video, languages.source))
     return BatchItem(job_id, source, subtitle_path(video, languages.target), extra)

@@ -25,6 +25,7 @@ from daemon.notify import Notifier
 from daemon.runner import WorkerProcess, describe_exit
 from daemon.store import LAST_STAGE, Job, Store
 from daemon.watcher import InboxWatcher
+from workers import faults
 from workers.errors import PermanentError, WorkerError
 from workers.media import probe
 
@@ -68,6 +69,9 @@ class RunningBatch:
     reported: set[str] = field(default_factory=set)
     progress: dict[str, float] = field(default_factory=dict)
     progress_saved_at: dict[str, float] = field(default_factory=dict)
+    last_activity: float = 0.0  # monotonic time of the worker's last event
+    stop_reason: str = ""  # why the daemon stopped this worker, when it did
+    checked_at: float = 0.0  # when the videos of this batch were last checked to exist
 
 
 class Supervisor:
@@ -242,12 +246,19 @@ class Supervisor:
         if not jobs:
             return
         stage = jobs[0].stage
-        items = {str(job.id): stages.batch_item(self.config, stage, job.id, Path(job.path), job.force) for job in jobs}
+        items = {
+            str(job.id): stages.batch_item(
+                self.config, stage, job.id, Path(job.path), job.force, (job.size, job.mtime_ns)
+            )
+            for job in jobs
+        }
         manifest = self.config.work_dir / "manifests" / f"{stage}.json"
         stages.write_manifest(manifest, list(items.values()))
         command = stages.worker_command(self.config, stage, manifest)
+        faults.crash_daemon_if_armed("before-worker", stage)
         worker = WorkerProcess(stage, command, stages.worker_environment(self.config), wake=self.flags.wake)
-        self.batch = RunningBatch(stage, worker, {str(job.id): job for job in jobs}, items)
+        jobs_by_id = {str(job.id): job for job in jobs}
+        self.batch = RunningBatch(stage, worker, jobs_by_id, items, last_activity=self.monotonic())
         names = ", ".join(Path(job.path).name for job in jobs)
         logger.info("{} {} video(s) in worker pid {}: {}", STAGE_VERBS[stage], len(jobs), worker.pid, names)
 
@@ -255,7 +266,10 @@ class Supervisor:
         batch = self.batch
         assert batch is not None
         returncode = batch.worker.poll()
-        for event in batch.worker.events():
+        events = batch.worker.events()
+        if events:
+            batch.last_activity = self.monotonic()
+        for event in events:
             job = batch.jobs.get(event.item)
             if job is None or event.item in batch.reported:
                 continue
@@ -268,21 +282,50 @@ class Supervisor:
                 batch.reported.add(event.item)
                 reason = str(event.facts.get("reason", "unknown failure"))
                 self._stage_failed(job, reason, batch.worker.stderr_tail(), bool(event.facts.get("permanent")))
+        if returncode is None and not stopping:
+            returncode = self._watch_running_batch(batch)
         if returncode is None:
             return
         for item_id, job in batch.jobs.items():
             if item_id in batch.reported:
                 continue
-            if stopping:
+            if stopping and not os.path.exists(job.path):
+                self.store.drop(job.id, f"the video was deleted or moved during {batch.stage}")
+                logger.info("dropped {}: the video is gone", job.path)
+            elif stopping:
                 self.store.release(job)
             else:
-                reason = describe_exit(returncode) if returncode else "worker exited without finishing this video"
+                reason = batch.stop_reason or (
+                    describe_exit(returncode) if returncode else "worker exited without finishing this video"
+                )
                 self._stage_failed(job, reason, batch.worker.stderr_tail(), permanent=False)
         stages.remove_temporary_files([item.output for item in batch.items.values()] + _source_outputs(batch))
         elapsed = self.monotonic() - batch.worker.started_at
         ending = "finished" if returncode == 0 else describe_exit(returncode)
         logger.info("{} worker pid {} after {:.1f} s: {}", batch.stage, batch.worker.pid, elapsed, ending)
         self.batch = None
+
+    def _watch_running_batch(self, batch: RunningBatch) -> int | None:
+        """Stops a worker that hangs, or whose videos were all deleted; returns its exit status
+        when it was stopped here."""
+        now = self.monotonic()
+        timeout = self.config.daemon.stage_timeout_seconds
+        if now - batch.last_activity > timeout:
+            batch.stop_reason = (
+                f"the {batch.stage} worker reported nothing for {timeout:.0f} s and was stopped "
+                "(hung? see stage_timeout_seconds)"
+            )
+            logger.warning("{}: stopping it", batch.stop_reason)
+            return batch.worker.stop(self.config.daemon.worker_stop_seconds)
+        if now - batch.checked_at < 1.0:
+            return None
+        batch.checked_at = now
+        waiting = [job for item_id, job in batch.jobs.items() if item_id not in batch.reported]
+        if waiting and not any(os.path.exists(job.path) for job in waiting):
+            logger.info("the video(s) of the running {} worker were deleted: stopping it", batch.stage)
+            batch.worker.stop(self.config.daemon.worker_stop_seconds)
+            self._pump_batch(stopping=True)
+        return None
 
     def _save_progress(self, batch: RunningBatch, job: Job, percent: float) -> None:
         batch.progress[str(job.id)] = percent
@@ -298,6 +341,7 @@ class Supervisor:
         if missing:
             self._stage_failed(job, f"worker reported success but {missing[0]} is missing", "", permanent=False)
             return
+        faults.crash_daemon_if_armed("before-commit", batch.stage)
         recorded: dict[str, Any] = {}
         if facts.get("model"):
             recorded[f"{batch.stage}_model"] = facts["model"]

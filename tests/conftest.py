@@ -14,6 +14,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED = REPOSITORY.parent / "shared"
 sys.path.insert(0, str(REPOSITORY / "tests"))
 
+from fixtures.ledger import LEDGER, Ledger  # noqa: E402
 from fixtures.tiny_models import build_tiny_nllb, build_tiny_whisper  # noqa: E402
 
 # .ci/run sets this: there, every test must run, and a skip is a failure.
@@ -73,3 +74,16 @@ def speech_sample() -> Path:
 @pytest.fixture(scope="session")
 def speech_reference() -> str:
     return shared_sample("neko_ja.reference.txt").read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture
+def ledger() -> Ledger:
+    """The fault suite's tally of faults injected and jobs checked (tests/faults)."""
+    return LEDGER
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if LEDGER.faults or LEDGER.completed or LEDGER.lost:
+        terminalreporter.write_line(LEDGER.summary())
+        for problem in LEDGER.lost + LEDGER.duplicates:
+            terminalreporter.write_line(f"  {problem}")

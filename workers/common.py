@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from workers import faults
 from workers.errors import PermanentError, TransientError, WorkerError
 from workers.protocol import EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, encode_event
 
@@ -176,11 +177,16 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(error)
 
 
-def start_worker() -> None:
+def start_worker(stage: str) -> None:
     """The first call of every worker's ``main``, before torch or a model is imported, so
     that a daemon killed during a slow import or model load does not leave an orphan."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     die_with_parent()
+    # When memory runs out, the kernel should end a worker (which the daemon retries), not
+    # the daemon. Raising one's own score needs no privilege.
+    with contextlib.suppress(OSError):
+        Path("/proc/self/oom_score_adj").write_text("500")
+    faults.fail_worker_if_armed(stage)
 
 
 def run_worker(items: list[Item], process: ProcessFunction) -> int:

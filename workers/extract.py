@@ -81,7 +81,7 @@ def extract(item: Item, progress: ProgressCallback) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    start_worker()
+    start_worker("extract")
     parser = base_parser(__doc__.splitlines()[0], "video file", "WAV file to write")
     arguments = parser.parse_args(argv)
     return run_worker(items_from_arguments(parser, arguments), extract)

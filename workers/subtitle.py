@@ -24,7 +24,7 @@ from workers.common import (
     start_worker,
     write_atomically,
 )
-from workers.errors import PermanentError
+from workers.errors import PermanentError, TransientError
 
 NO_SPEECH_NOTE = "no speech found"
 
@@ -55,6 +55,20 @@ def place_subtitle(path: Path, content: bytes, overwrite: bool) -> None:
     write_atomically(path, content)
 
 
+def _check_video_unchanged(item: Item) -> None:
+    """Subtitles of the old content must never land beside a replaced video."""
+    expected = item.extra.get("video_signature")
+    if not expected:
+        return
+    video = Path(item.extra["video"])
+    try:
+        status = video.stat()
+    except FileNotFoundError:
+        raise TransientError(f"the video {video} was deleted or moved; no subtitle written") from None
+    if [status.st_size, status.st_mtime_ns] != list(expected):
+        raise TransientError(f"the video {video} changed since it was transcribed; no subtitle written")
+
+
 def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
     try:
         document = json.loads(item.input.read_text(encoding="utf-8"))
@@ -65,6 +79,7 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
         # An empty .ko.srt would show up as a useless Korean track in Plex/Jellyfin.
         return {"note": NO_SPEECH_NOTE, "written": []}
     overwrite = bool(item.extra.get("overwrite", False))
+    _check_video_unchanged(item)
     written = []
     place_subtitle(item.output, render_srt(segments, "text"), overwrite)
     written.append(str(item.output))
@@ -77,7 +92,7 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    start_worker()
+    start_worker("subtitle")
     parser = base_parser(__doc__.splitlines()[0], "translated JSON", "SRT file to write")
     parser.add_argument("--source-output", type=Path, help="also write the source-language SRT here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing subtitle file")

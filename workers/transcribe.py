@@ -96,7 +96,7 @@ def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], pro
 
 
 def main(argv: list[str] | None = None) -> int:
-    start_worker()
+    start_worker("transcribe")
     from workers.models import choose_whisper, load_whisper, resolve_device
 
     parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")

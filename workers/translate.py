@@ -65,7 +65,7 @@ def translate_texts(
 
 
 def main(argv: list[str] | None = None) -> int:
-    start_worker()
+    start_worker("translate")
     from workers.models import choose_translator, load_translator, resolve_device
 
     parser = base_parser(__doc__.splitlines()[0], "transcript JSON", "translated JSON to write")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
+import fixtures.daemon as daemon_fixture
 import pysubs2
 import pytest
-from fixtures.daemon import Daemon, alive, job_for, status, wait_for, write_config
+from fixtures.daemon import Daemon, alive, drop, job_for, status, wait_finished, wait_for
 from fixtures.media import make_video
 
 pytestmark = pytest.mark.slow
@@ -23,30 +23,11 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 
 
 def start_daemon(folders: dict[str, Path], whisper: Path, translator: Path, **settings: object) -> Daemon:
-    config = write_config(
-        folders["root"] / "autokr.toml", folders["inbox"], folders["state"], whisper, translator, **settings
-    )
-    return Daemon(config, folders["root"] / "daemon.log").start()
-
-
-def drop(video: Path, inbox: Path, name: str) -> Path:
-    """Copies like a person would: into a temporary name, then a rename into place."""
-    target = inbox / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    shutil.copyfile(video, partial)
-    os.replace(partial, target)
-    return target
+    return daemon_fixture.start_daemon(folders["root"], folders["inbox"], whisper, translator, **settings)
 
 
 def wait_done(daemon: Daemon, name: str, timeout: float = 180) -> dict:
-    def finished() -> dict | None:
-        job = job_for(daemon.config, name)
-        if job and job["state"] == "failed":
-            raise AssertionError(f"{name} failed: {job['error']}\n{job['stderr_tail']}\n{daemon.log()[-3000:]}")
-        return job if job and job["state"] in ("done", "skipped", "dropped") else None
-
-    return wait_for(finished, timeout, f"{name} to finish")
+    return wait_finished(daemon, name, timeout, states=("done", "skipped", "dropped"))
 
 
 @pytest.fixture(scope="module")
@@ -102,23 +83,6 @@ def test_bad_inputs_fail_clearly_and_a_good_video_still_gets_subtitles(
     assert not any(p.name.endswith(".srt") and not p.name.startswith("good") for p in folders["inbox"].iterdir())
 
 
-def test_a_video_that_vanishes_while_queued_is_dropped(folders, tiny_whisper, tiny_nllb, tone_video):
-    daemon = start_daemon(folders, tiny_whisper, tiny_nllb, videos_per_worker=1)
-    try:
-        drop(tone_video, folders["inbox"], "first.mkv")
-        wait_for(lambda: daemon.worker("transcribe"), 60, "the first video's transcribe worker", interval=0.02)
-        second = drop(tone_video, folders["inbox"], "second.mkv")
-        wait_for(lambda: (job_for(daemon.config, "second.mkv") or {}).get("state") == "queued", 30, "second queued")
-        second.unlink()
-        gone = wait_done(daemon, "second.mkv", timeout=60)
-        first = wait_done(daemon, "first.mkv")
-    finally:
-        assert daemon.stop() == 0
-    assert gone["state"] == "dropped"
-    assert "deleted or moved" in gone["note"]
-    assert first["state"] == "done"
-
-
 def test_existing_subtitle_is_skipped_not_overwritten(folders, tiny_whisper, tiny_nllb, tone_video):
     (folders["inbox"] / "Movie.ko.srt").write_text("1\n00:00:00,000 --> 00:00:01,000\n내 자막\n", encoding="utf-8")
     drop(tone_video, folders["inbox"], "Movie.mkv")
@@ -155,34 +119,6 @@ def test_a_replaced_video_starts_over_and_replaces_our_own_subtitle(folders, tin
     assert second["runs"] == {s: 1 for s in ("extract", "transcribe", "translate", "subtitle")}
     assert subtitle.stat().st_mtime_ns != first_stat.st_mtime_ns  # rewritten, not skipped
     assert video.exists()
-
-
-@pytest.mark.parametrize("stage", ["extract", "transcribe", "translate", "subtitle"])
-def test_kill_9_during_each_stage_resumes_at_that_stage(stage, folders, tiny_whisper, tiny_nllb, tmp_path):
-    # 60 s of audio keeps even the extract stage busy long enough to be caught running.
-    video = make_video(tmp_path / "long.mkv", seconds=60)
-    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
-    drop(video, folders["inbox"], "Episode.mkv")
-    worker = wait_for(lambda: daemon.worker(stage), 120, f"the {stage} worker", interval=0.005)
-    daemon.kill9()
-    wait_for(lambda: not alive(worker), 10, "the orphaned worker to exit")
-    interrupted = job_for(daemon.config, "Episode.mkv")
-    assert interrupted is not None
-    assert (interrupted["state"], interrupted["stage"]) == ("running", stage)
-
-    daemon.start()
-    try:
-        job = wait_done(daemon, "Episode.mkv")
-    finally:
-        assert daemon.stop() == 0
-    assert job["state"] == "done"
-    expected = {name: 1 for name in ("extract", "transcribe", "translate", "subtitle")}
-    expected[stage] = 2
-    assert job["runs"] == expected
-    assert "resuming" in daemon.log()
-    assert pysubs2.load(str(folders["inbox"] / "Episode.ko.srt"), encoding="utf-8").events
-    leftovers = [p for p in folders["root"].rglob("*") if ".autokr-tmp-" in p.name]
-    assert leftovers == []
 
 
 def test_sigterm_stops_the_worker_politely_and_the_job_resumes(folders, tiny_whisper, tiny_nllb, tone_video):

@@ -35,6 +35,16 @@ def test_scan_is_recursive_skips_hidden_folders_and_outside_symlinks(tmp_path):
     assert accept(inbox / "c.mkv", (inbox,), EXTENSIONS, follow_symlinks=True)
 
 
+def test_an_inbox_inside_a_hidden_folder_still_works(tmp_path):
+    inbox = tmp_path / ".local" / "share" / "anime"
+    (inbox / ".grab").mkdir(parents=True)
+    (inbox / "a.mkv").write_bytes(b"x")
+    (inbox / ".grab" / "b.mkv").write_bytes(b"x")
+    assert [p.name for p in scan((inbox,), EXTENSIONS, follow_symlinks=False)] == ["a.mkv"]
+    assert accept(inbox / "a.mkv", (inbox,), EXTENSIONS, follow_symlinks=False)
+    assert not accept(inbox / ".grab" / "b.mkv", (inbox,), EXTENSIONS, follow_symlinks=False)
+
+
 def test_a_file_is_ready_only_after_holding_still(tmp_path):
     now = [0.0]
     tracker = StabilityTracker(10, clock=lambda: now[0])

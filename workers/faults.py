@@ -1,0 +1,47 @@
+"""Fault injection for the fault suite (tests/faults); inert unless ``$AUTOKR_FAULT`` is set.
+
+``AUTOKR_FAULT`` is a comma-separated list of points:
+
+- ``daemon-crash:before-worker:STAGE``: the daemon SIGKILLs itself just before it starts a
+  STAGE worker (the job is already marked running).
+- ``daemon-crash:before-commit:STAGE``: the daemon SIGKILLs itself after a STAGE worker
+  reported its output (already renamed into place) and before the database records it.
+- ``worker-hang:STAGE``: a STAGE worker hangs before its first video, emitting nothing.
+- ``worker-exit:STAGE:CODE``: a STAGE worker exits with CODE before its first video (137 is
+  what a shell reports for a process the out-of-memory killer ended).
+
+Real faults are injected from outside by the tests (``kill -9``, full disks, read-only folders,
+files deleted or replaced mid-stage); these points reach the moments a test cannot time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+FAULT_ENV = "AUTOKR_FAULT"
+
+
+def points() -> list[str]:
+    return [point.strip() for point in os.environ.get(FAULT_ENV, "").split(",") if point.strip()]
+
+
+def crash_daemon_if_armed(moment: str, stage: str) -> None:
+    if f"daemon-crash:{moment}:{stage}" in points():
+        print(f"{FAULT_ENV}: the daemon kills itself {moment} {stage}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fail_worker_if_armed(stage: str) -> None:
+    for point in points():
+        kind, _, rest = point.partition(":")
+        if kind == "worker-hang" and rest == stage:
+            print(f"{FAULT_ENV}: the {stage} worker hangs", file=sys.stderr, flush=True)
+            while True:
+                time.sleep(3600)
+        if kind == "worker-exit" and rest.partition(":")[0] == stage:
+            code = int(rest.partition(":")[2] or 1)
+            print(f"{FAULT_ENV}: the {stage} worker exits with status {code}", file=sys.stderr, flush=True)
+            os._exit(code)
