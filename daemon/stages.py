@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from workers.common import TEMP_MARKER
+from workers.common import temporary_prefix, write_json_atomically
 
 STAGE_OUTPUT_NAMES = {
     "extract": "audio.wav",
@@ -90,7 +89,7 @@ def write_manifest(path: Path, items: list[BatchItem]) -> None:
     entries = [
         {"id": str(item.job_id), "input": str(item.input), "output": str(item.output), **item.extra} for item in items
     ]
-    path.write_text(json.dumps(entries, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_json_atomically(path, entries)
 
 
 def worker_command(config: Config, stage: str, manifest: Path) -> list[str]:
@@ -102,7 +101,7 @@ def remove_temporary_files(outputs: list[Path]) -> int:
     removed = 0
     for output in outputs:
         with contextlib.suppress(OSError):
-            for leftover in output.parent.glob(f".{_glob_escape(output.name)}{TEMP_MARKER}*"):
+            for leftover in output.parent.glob(f"{_glob_escape(temporary_prefix(output))}*"):
                 leftover.unlink()
                 removed += 1
     return removed

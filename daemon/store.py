@@ -115,6 +115,7 @@ class Store:
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
         self.clock = clock
+        self._refuse_if_unusable()
         try:
             connection = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA busy_timeout = 30000")
@@ -131,6 +132,31 @@ class Store:
             )
         self.db = sqlite_utils.Database(connection)
         self._migrate()
+
+    def _refuse_if_unusable(self) -> None:
+        """Checks an existing file read-only before anything writes to it: switching to WAL
+        alone rewrites its header, and a database from a newer AutoKR must stay as it is."""
+        if not self.path.exists():
+            return
+        try:
+            connection = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
+            try:
+                tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                current = 0
+                if "schema_migrations" in tables:
+                    current = connection.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            raise DatabaseCorrupt(
+                f"{self.path} is not a usable SQLite database ({error}); AutoKR left it untouched. "
+                "Move it aside to start with an empty database."
+            ) from error
+        if current > SCHEMA_VERSION:
+            raise DatabaseTooNew(
+                f"{self.path} was written by a newer AutoKR (schema {current}, this one knows "
+                f"{SCHEMA_VERSION}); AutoKR left it untouched. Upgrade AutoKR."
+            )
 
     def close(self) -> None:
         self.db.conn.close()

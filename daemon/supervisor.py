@@ -26,6 +26,7 @@ from daemon.runner import WorkerProcess, describe_exit
 from daemon.store import LAST_STAGE, Job, Store
 from daemon.watcher import InboxWatcher
 from workers import faults
+from workers.common import describe_os_error
 from workers.errors import PermanentError, WorkerError
 from workers.media import probe
 
@@ -253,7 +254,14 @@ class Supervisor:
             for job in jobs
         }
         manifest = self.config.work_dir / "manifests" / f"{stage}.json"
-        stages.write_manifest(manifest, list(items.values()))
+        try:
+            stages.write_manifest(manifest, list(items.values()))
+        except OSError as error:  # a full or read-only work folder must not stop the daemon
+            reason = describe_os_error(error, manifest)
+            logger.error("cannot start the {} worker: {}", stage, reason)
+            for job in jobs:
+                self._stage_failed(job, reason, "", permanent=False)
+            return
         command = stages.worker_command(self.config, stage, manifest)
         faults.crash_daemon_if_armed("before-worker", stage)
         worker = WorkerProcess(stage, command, stages.worker_environment(self.config), wake=self.flags.wake)

@@ -85,5 +85,5 @@ def ledger() -> Ledger:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if LEDGER.faults or LEDGER.completed or LEDGER.lost:
         terminalreporter.write_line(LEDGER.summary())
-        for problem in LEDGER.lost + LEDGER.duplicates:
-            terminalreporter.write_line(f"  {problem}")
+        for line in LEDGER.lost + LEDGER.duplicates + LEDGER.measured:
+            terminalreporter.write_line(f"  {line}")

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import signal
@@ -106,8 +107,21 @@ def describe_os_error(error: OSError, path: Path | None = None) -> str:
     return f"{error.strerror or error} ({where})" if where else str(error)
 
 
+NAME_MAX = 255  # bytes, on every Linux file system a media library lives on
+
+
+def temporary_prefix(path: Path) -> str:
+    """``.Video.ko.srt.autokr-tmp-``: hidden (media servers skip it), and recognisably ours so a
+    leftover of a killed worker can be removed. Names too long for that get a digest instead."""
+    prefix = f".{path.name}{TEMP_MARKER}"
+    if len(os.fsencode(prefix)) + 10 > NAME_MAX:  # room for the pid
+        digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:16]
+        prefix = f".{digest}{TEMP_MARKER}"
+    return prefix
+
+
 def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}{TEMP_MARKER}{os.getpid()}")
+    return path.with_name(f"{temporary_prefix(path)}{os.getpid()}")
 
 
 def fsync_directory(directory: Path) -> None:
@@ -136,6 +150,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         finish_atomically(temporary, path)
+    except OSError as error:
+        if error.filename is None:  # a failed write() names no file; say which one
+            error.filename = str(temporary)
+        raise
     finally:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()

@@ -289,6 +289,26 @@ def test_stop_while_a_worker_runs_is_polite_and_start_resumes_at_that_stage(serv
     assert job["runs"] == {"extract": 1, "transcribe": 2, "translate": 1, "subtitle": 1}
 
 
+def test_a_folder_the_service_user_cannot_write_fails_clearly_until_fixed(service, tone_video):
+    service.box.systemctl("start", UNIT)
+    locked = service.root / "inbox" / "Not ours"
+    locked.mkdir()
+    locked.chmod(0o755)  # root's folder: the service user can read the video, not write beside it
+    video = drop(tone_video, locked)
+    failed = wait_for(
+        lambda: (job := service.job("Episode.mkv")) and job["state"] == "failed" and job, 240, "the job to fail"
+    )
+    assert failed["stage"] == "subtitle"
+    assert failed["error"].startswith(f"cannot write {locked}/") and failed["error"].endswith(": permission denied")
+    assert list(locked.iterdir()) == [video]  # no partial subtitle, no temporary file
+    assert service.show("ActiveState")["ActiveState"] == "active"
+    os.chown(locked, SERVICE_UID, SERVICE_UID)  # what the README tells the user to do
+    command = [sys.executable, "-m", "daemon", "--config", str(service.config), "retry", str(failed["id"])]
+    service.box.run(*command)
+    service.wait_done("Episode.mkv")
+    assert video.with_name("Episode.ko.srt").exists()
+
+
 def test_reload_applies_a_new_inbox_and_keeps_running_on_a_broken_config(service, tone_video):
     service.box.systemctl("start", UNIT)
     main = service.show("MainPID")["MainPID"]
