@@ -77,6 +77,12 @@ class ModelSettings:
     """auto (CUDA when available), cpu, cuda or cuda:N."""
     videos_per_worker: int = field(default=8, metadata={"type": "int"})
     """Videos waiting at one stage that one worker process takes (the model loads once)."""
+    vad: bool = field(default=True, metadata={"type": "bool"})
+    """Voice activity detection (Silero): cues follow the speech, silence and music get none."""
+    filter_hallucinations: bool = field(default=True, metadata={"type": "bool"})
+    """Drop segments Whisper likely invented (loops, repeats, outro phrases over silence)."""
+    condition_on_previous_text: bool = field(default=False, metadata={"type": "bool"})
+    """Feed Whisper the previous window's text (off: on Japanese it feeds repetition loops)."""
     translate_batch_size: int = field(default=16, metadata={"type": "int"})
     """Sentences per translation batch."""
     model_dir: Path | None = field(default=None, metadata={"type": "path"})

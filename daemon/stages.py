@@ -60,9 +60,18 @@ def batch_item(
 def stage_options(config: Config, stage: str) -> list[str]:
     models, languages = config.models, config.languages
     if stage == "transcribe":
+        switches = [
+            flag
+            for flag, on in (
+                ("--no-vad", not models.vad),
+                ("--keep-hallucinations", not models.filter_hallucinations),
+                ("--condition-on-previous-text", models.condition_on_previous_text),
+            )
+            if on
+        ]
         return [
             "--model", models.whisper, "--language", languages.source, "--device", models.device,
-            "--model-dir", str(config.model_dir / "whisper"),
+            "--model-dir", str(config.model_dir / "whisper"), *switches,
         ]  # fmt: skip
     if stage == "translate":
         return [

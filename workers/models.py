@@ -17,6 +17,15 @@ TRANSLATOR_BY_FREE_MEMORY = (
     (0, "facebook/nllb-200-distilled-600M"),
 )
 CPU_WHISPER = "small"
+# (audio layers, text layers, width, vocabulary) → the named model with that shape.
+WHISPER_SHAPES = {
+    (4, 4, 384, 51864): "tiny.en", (4, 4, 384, 51865): "tiny",
+    (6, 6, 512, 51864): "base.en", (6, 6, 512, 51865): "base",
+    (12, 12, 768, 51864): "small.en", (12, 12, 768, 51865): "small",
+    (24, 24, 1024, 51864): "medium.en", (24, 24, 1024, 51865): "medium",
+    (32, 32, 1280, 51865): "large-v2", (32, 32, 1280, 51866): "large-v3",
+    (32, 4, 1280, 51866): "turbo",
+}  # fmt: skip
 CPU_TRANSLATOR = "facebook/nllb-200-distilled-600M"
 
 
@@ -64,6 +73,13 @@ def load_whisper(name_or_path: str, device: str, download_root: Path | None) -> 
     import whisper
 
     model = whisper.load_model(name_or_path, device=device, download_root=str(download_root) if download_root else None)
+    if Path(name_or_path).exists():
+        # openai-whisper sets the cross-attention heads used for word timestamps only for models
+        # loaded by name; a checkpoint file of a known shape gets that model's heads.
+        dims = model.dims
+        known = WHISPER_SHAPES.get((dims.n_audio_layer, dims.n_text_layer, dims.n_text_state, dims.n_vocab))
+        if known:
+            model.set_alignment_heads(whisper._ALIGNMENT_HEADS[known])
     log(f"loaded whisper model {name_or_path} on {device}")
     return model
 

@@ -24,19 +24,19 @@ from workers.common import (
     start_worker,
     write_atomically,
 )
+from workers.cues import layout_cues, limits_for
 from workers.errors import PermanentError, TransientError
 
 NO_SPEECH_NOTE = "no speech found"
 
 
-def render_srt(segments: list[dict[str, Any]], text_key: str) -> bytes:
+def render_srt(segments: list[dict[str, Any]], text_key: str, language: str) -> bytes:
+    """UTF-8 SRT laid out for reading (workers/cues.py: line length, line count, duration,
+    gaps), with the limits of ``language``."""
     subtitles = pysubs2.SSAFile()
-    for segment in segments:
-        text = str(segment.get(text_key, "")).strip()
-        if not text:
-            continue
-        start, end = int(round(segment["start"] * 1000)), int(round(segment["end"] * 1000))
-        subtitles.append(pysubs2.SSAEvent(start=start, end=max(end, start + 1), text=text.replace("\n", r"\N")))
+    for cue in layout_cues(segments, text_key, limits_for(language)):
+        start, end = int(round(cue.start * 1000)), int(round(cue.end * 1000))
+        subtitles.append(pysubs2.SSAEvent(start=start, end=max(end, start + 1), text=r"\N".join(cue.lines)))
     return subtitles.to_string("srt").encode("utf-8")
 
 
@@ -81,11 +81,12 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
     overwrite = bool(item.extra.get("overwrite", False))
     _check_video_unchanged(item)
     written = []
-    place_subtitle(item.output, render_srt(segments, "text"), overwrite)
+    target, source = document.get("target_language", "ko"), document.get("source_language", "ja")
+    place_subtitle(item.output, render_srt(segments, "text", target), overwrite)
     written.append(str(item.output))
     source_output = item.extra.get("source_output")
     if source_output:
-        place_subtitle(Path(source_output), render_srt(segments, "source_text"), overwrite)
+        place_subtitle(Path(source_output), render_srt(segments, "source_text", source), overwrite)
         written.append(str(source_output))
     progress(100)
     return {"written": written, "cues": len(segments)}

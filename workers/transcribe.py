@@ -28,6 +28,8 @@ from workers.common import (
     write_json_atomically,
 )
 from workers.errors import PermanentError
+from workers.hallucinations import filter_segments
+from workers.timing import follow_speech
 
 
 def read_audio(path: Path) -> np.ndarray:
@@ -82,6 +84,10 @@ def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], pro
     for segment in result["segments"]:
         text = segment["text"].strip()
         if text:
+            words = [
+                {"word": w["word"], "start": round(float(w["start"]), 3), "end": round(float(w["end"]), 3)}
+                for w in segment.get("words") or []
+            ]
             segments.append(
                 {
                     "start": round(float(segment["start"]), 3),
@@ -90,9 +96,41 @@ def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], pro
                     "avg_logprob": round(float(segment.get("avg_logprob", 0.0)), 4),
                     "no_speech_prob": round(float(segment.get("no_speech_prob", 0.0)), 4),
                     "compression_ratio": round(float(segment.get("compression_ratio", 0.0)), 3),
+                    "words": words,
                 }
             )
     return segments
+
+
+def transcribe_speech(
+    model: Any,
+    audio: np.ndarray,
+    options: dict[str, Any],
+    language: str,
+    progress: ProgressCallback,
+    use_vad: bool = True,
+    filter_hallucinations: bool = True,
+) -> dict[str, Any]:
+    """Voice activity → Whisper (word timestamps) → cues that follow the speech → the
+    hallucination filter. Audio with no speech at all is not given to Whisper."""
+    speech = None
+    if use_vad:
+        from workers.vad import detect_speech
+
+        speech = detect_speech(audio)
+        if not speech:
+            progress(100)
+            return {"segments": [], "dropped": [], "speech": []}
+    segments = follow_speech(transcribe_audio(model, audio, options, progress), speech)
+    kept, dropped = filter_segments(segments, language, speech) if filter_hallucinations else (segments, [])
+    for segment, reason in dropped:
+        where = f"{segment['start']:.1f}-{segment['end']:.1f} s"
+        print(f"dropped {where} {segment['text']!r}: {reason}", file=sys.stderr)
+    return {
+        "segments": kept,
+        "dropped": [{**segment, "reason": reason} for segment, reason in dropped],
+        "speech": [[round(a, 3), round(b, 3)] for a, b in speech] if speech is not None else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,7 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", default="ja")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--model-dir", type=Path, help="where named models are downloaded and cached")
-    parser.add_argument("--condition-on-previous-text", action="store_true")
+    parser.add_argument(
+        "--condition-on-previous-text",
+        action="store_true",
+        help="feed each window the previous text (off: on Japanese it feeds repetition loops)",
+    )
+    parser.add_argument("--no-vad", action="store_true", help="no voice activity detection (cue times from Whisper)")
+    parser.add_argument("--no-word-timestamps", action="store_true", help="segment times only (faster)")
+    parser.add_argument("--keep-hallucinations", action="store_true", help="keep every segment Whisper wrote")
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 
@@ -118,14 +163,18 @@ def main(argv: list[str] | None = None) -> int:
         "temperature": 0.0,
         "fp16": device.startswith("cuda"),
         "condition_on_previous_text": arguments.condition_on_previous_text,
+        "word_timestamps": not arguments.no_word_timestamps,
     }
 
     def transcribe(item: Item, progress: ProgressCallback) -> dict[str, Any]:
         if not item.input.exists():
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)
-        segments = transcribe_audio(model, audio, options, progress)
-        document = {"language": arguments.language, "model": model_name, "segments": segments}
+        found = transcribe_speech(
+            model, audio, options, arguments.language, progress, not arguments.no_vad, not arguments.keep_hallucinations
+        )
+        segments = found["segments"]
+        document = {"language": arguments.language, "model": model_name, **found}
         item.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(item.output, document)
         return {"model": model_name, "segments": len(segments)}

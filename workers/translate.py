@@ -24,6 +24,7 @@ from workers.common import (
 )
 from workers.errors import PermanentError
 from workers.languages import nllb_code
+from workers.sentences import join_source, regroup, sentence_groups
 
 
 def translate_texts(
@@ -91,17 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as error:
             raise PermanentError(f"cannot read the transcript {item.input}: {error}") from error
         segments = transcript.get("segments", [])
-        texts = [segment["text"] for segment in segments]
+        # Whole sentences are translated, then spread back over their segments (sentences.py).
+        groups = sentence_groups(segments)
+        texts = [join_source([segments[i]["text"] for i in group], arguments.source) for group in groups]
         translated = translate_texts(texts, tokenizer, model, target_code, arguments.batch_size, num_beams, progress)
         document = {
             "source_language": arguments.source,
             "target_language": arguments.target,
             "model": model_name,
             "transcription_model": transcript.get("model"),
-            "segments": [
-                {"start": s["start"], "end": s["end"], "text": text, "source_text": s["text"]}
-                for s, text in zip(segments, translated, strict=True)
-            ],
+            "segments": regroup(segments, groups, translated),
         }
         item.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(item.output, document)

@@ -12,6 +12,8 @@ import pytest
 from fixtures.daemon import Daemon, alive, drop, job_for, status, wait_finished, wait_for
 from fixtures.media import make_video
 
+from workers.cues import Cue, limits_for, style_violations
+
 pytestmark = pytest.mark.slow
 
 
@@ -36,7 +38,9 @@ def tone_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_real_speech_becomes_korean_and_japanese_subtitles(folders, whisper_base, tiny_nllb, speech_sample):
-    daemon = start_daemon(folders, whisper_base, tiny_nllb, write_source_subtitles=True)
+    daemon = start_daemon(
+        folders, whisper_base, tiny_nllb, write_source_subtitles=True, vad=True, filter_hallucinations=True
+    )
     try:
         video = drop(speech_sample, folders["inbox"] / "Season 1", "Show - 01.mp4")
         job = wait_done(daemon, "Show - 01.mp4")
@@ -49,13 +53,27 @@ def test_real_speech_becomes_korean_and_japanese_subtitles(folders, whisper_base
     assert len(korean) >= 3
     assert all(any("\uac00" <= c <= "\ud7a3" for c in event.plaintext) for event in korean)
     assert any("猫" in event.plaintext for event in japanese)
-    # The cues are the transcript's segments, on the video's timeline.
+    # The cues follow the speech voice activity detection found, on the video's timeline,
+    # laid out by the Korean (16 a line) and Japanese (13 a line) rules.
     transcript = json.loads((folders["state"] / "work" / str(job["id"]) / "transcript.json").read_text())
-    assert [(e.start, e.end) for e in korean] == [
-        (round(s["start"] * 1000), round(s["end"] * 1000)) for s in transcript["segments"]
-    ]
-    assert korean[-1].end <= 26_000
+    first_speech, last_speech = transcript["speech"][0][0], transcript["speech"][-1][1]
+    assert first_speech * 1000 - 150 <= korean[0].start and korean[-1].end <= max(last_speech * 1000 + 900, 26_000)
+    for cues, language in ((korean, "ko"), (japanese, "ja")):
+        laid_out = [Cue(e.start / 1000, e.end / 1000, e.text.split("\\N")) for e in cues]
+        assert set(style_violations(laid_out, limits_for(language)).values()) == {0}, language
     assert not (folders["state"] / "work" / str(job["id"]) / "audio.wav").exists()
+
+
+def test_a_video_without_speech_ends_done_with_no_subtitle(folders, tiny_whisper, tiny_nllb, tmp_path):
+    music = make_video(tmp_path / "music.mkv", seconds=6)  # a tone: music, to voice activity detection
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb, vad=True, filter_hallucinations=True)
+    try:
+        drop(music, folders["inbox"], "Opening theme.mkv")
+        job = wait_done(daemon, "Opening theme.mkv")
+    finally:
+        assert daemon.stop() == 0
+    assert (job["state"], job["note"]) == ("done", "no speech found")
+    assert list(folders["inbox"].glob("*.srt")) == []  # an empty .ko.srt would be a useless track
 
 
 def test_bad_inputs_fail_clearly_and_a_good_video_still_gets_subtitles(

@@ -105,6 +105,8 @@ class Service:
                 f"whisper = {json.dumps(str(whisper))}",
                 f"translator = {json.dumps(str(translator))}",
                 'device = "cpu"',
+                "vad = false",  # tones and a random model: see fixtures.daemon.write_config
+                "filter_hallucinations = false",
                 "",
             ]
         )

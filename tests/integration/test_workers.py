@@ -64,12 +64,18 @@ def test_extract_reports_unusable_input_as_permanent(tmp_path):
 def test_transcribe_loads_a_checkpoint_by_path(tmp_path, tiny_whisper):
     video = make_video(tmp_path / "tone.mkv", seconds=2)
     run_worker("extract", str(video), str(tmp_path / "audio.wav"))
-    events = run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
-                        "--model", str(tiny_whisper), "--device", "cpu")  # fmt: skip
+    # Without voice activity detection and the filter, the random model's output is kept:
+    events = run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"), "--model",
+                        str(tiny_whisper), "--device", "cpu", "--no-vad", "--keep-hallucinations")  # fmt: skip
     assert events[-1]["event"] == "done" and events[-1]["model"] == str(tiny_whisper)
     document = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
     assert document["language"] == "ja"
-    assert all(0 <= s["start"] <= s["end"] <= 2.5 for s in document["segments"])
+    assert document["segments"] and all(0 <= s["start"] <= s["end"] <= 2.5 for s in document["segments"])
+    # With them (the default), a tone is music: no speech, Whisper is not even run on it.
+    events = run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "v.json"),
+                        "--model", str(tiny_whisper), "--device", "cpu")  # fmt: skip
+    document = json.loads((tmp_path / "v.json").read_text(encoding="utf-8"))
+    assert (document["speech"], document["segments"]) == ([], [])
 
 
 def test_translate_with_a_tiny_nllb_emits_korean(tmp_path, tiny_nllb):
@@ -134,8 +140,10 @@ def test_real_whisper_base_transcribes_japanese_speech(tmp_path, whisper_base, s
 
 def test_autokr_once_runs_the_whole_pipeline(tmp_path, tiny_whisper, tiny_nllb):
     video = make_video(tmp_path / "clip.mkv", seconds=2)
+    config = tmp_path / "once.toml"  # a tone and a random model: see fixtures.daemon.write_config
+    config.write_text("[models]\nvad = false\nfilter_hallucinations = false\n", encoding="utf-8")
     finished = subprocess.run(
-        [sys.executable, "-m", "daemon", "once", str(video), "-o", str(tmp_path / "out.srt"),
+        [sys.executable, "-m", "daemon", "--config", str(config), "once", str(video), "-o", str(tmp_path / "out.srt"),
          "-w", str(tiny_whisper), "-t", str(tiny_nllb), "--device", "cpu"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip

@@ -1,0 +1,52 @@
+"""Subtitle quality with the real Whisper base: cue timing against known speech intervals,
+no cues over music or silence, and the Korean/Japanese style rules (bench/quality.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPOSITORY, skip_or_fail
+
+pytestmark = [pytest.mark.slow, pytest.mark.real_whisper]
+
+
+def _quality_module():
+    spec = importlib.util.spec_from_file_location("bench_quality", REPOSITORY / "bench" / "quality.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_quality"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def quality_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    try:
+        import pyopenjtalk  # noqa: F401
+    except ImportError:
+        skip_or_fail("pyopenjtalk-plus is not installed (./setup.sh --dev installs it)")
+    import json
+
+    from fixtures.speech import make_quality_clip
+
+    folder = tmp_path_factory.mktemp("quality")
+    video, reference = make_quality_clip(folder / "clip.mkv", folder / "clip.json")
+    return video, json.loads(reference.read_text(encoding="utf-8"))
+
+
+def test_cues_follow_the_speech_and_read_well(quality_clip, whisper_base, tiny_nllb, tmp_path):
+    quality = _quality_module()
+    video, reference = quality_clip
+    written = quality.run_pipeline(video, str(whisper_base), str(tiny_nllb), "cpu", tmp_path)
+    assert set(written) == {"ko", "ja"}
+    for language, path in written.items():
+        report = quality.analyse(quality.load_cues(path), reference, language)
+        print(report)
+        assert report["utterances missed"] == 0, report
+        assert report["mean boundary error s"] <= 0.3, report
+        assert report["most non-speech in one cue s"] <= 1.0, report
+        assert report["cues over music/silence"] == 0, report
+        assert set(report["style violations"].values()) == {0}, report
