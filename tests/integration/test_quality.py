@@ -22,8 +22,8 @@ def _quality_module():
     return module
 
 
-@pytest.fixture(scope="module")
-def quality_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+@pytest.fixture(scope="module", params=[0.0, 2.0], ids=["audio at 0 s", "audio muxed 2 s late"])
+def quality_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     try:
         import pyopenjtalk  # noqa: F401
     except ImportError:
@@ -33,7 +33,7 @@ def quality_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     from fixtures.speech import make_quality_clip
 
     folder = tmp_path_factory.mktemp("quality")
-    video, reference = make_quality_clip(folder / "clip.mkv", folder / "clip.json")
+    video, reference = make_quality_clip(folder / "clip.mkv", folder / "clip.json", audio_offset=request.param)
     return video, json.loads(reference.read_text(encoding="utf-8"))
 
 
