@@ -71,7 +71,7 @@ class Job:
             "runs": self.runs,
             "attempts": self.attempts,
             "stderr_tail": self.stderr_tail,
-            "models": {k: v for k, v in self.facts.items() if k.endswith("_model")},
+            "models": {k: v for k, v in self.facts.items() if k.endswith(("_model", "_batch_size"))},
             "updated_at": self.updated_at,
         }
 
@@ -331,6 +331,20 @@ class Store:
                     connection, job.id, state="queued", stage=following, progress=None, attempts=0,
                     error=None, stderr_tail=None, facts=json.dumps(merged),
                 )  # fmt: skip
+        return True
+
+    def requeue_smaller(self, job: Job, level: int, reason: str) -> bool:
+        """The worker ran out of GPU memory: the job waits at the same stage, to be run again
+        with less memory (``level`` steps down: half the batch, then a smaller model). Not a
+        failed attempt: it is the daemon's own sizing that changes."""
+        with self._write() as connection:
+            if not self._current(connection, job):
+                return False
+            facts = json.loads(connection.execute("SELECT facts FROM jobs WHERE id = ?", (job.id,)).fetchone()[0])
+            facts.setdefault("memory_levels", {})[job.stage] = level
+            self._update(
+                connection, job.id, state="queued", progress=None, error=reason, facts=json.dumps(facts)
+            )  # fmt: skip
         return True
 
     def fail_stage(

@@ -29,6 +29,7 @@ from workers import faults
 from workers.common import describe_os_error
 from workers.errors import PermanentError, WorkerError
 from workers.media import probe
+from workers.protocol import EXIT_OUT_OF_MEMORY
 
 STAGE_VERBS = {
     "extract": "extracting",
@@ -36,6 +37,7 @@ STAGE_VERBS = {
     "translate": "translating",
     "subtitle": "writing",
 }
+MAX_MEMORY_LEVEL = 8  # e.g. batch 16 → 8 → 4 → 2 → 1, then three smaller models
 PROMOTIONS_PER_TURN = 25  # bounds the ffprobe calls per turn, so a burst cannot stall the loop
 
 
@@ -73,6 +75,7 @@ class RunningBatch:
     last_activity: float = 0.0  # monotonic time of the worker's last event
     stop_reason: str = ""  # why the daemon stopped this worker, when it did
     checked_at: float = 0.0  # when the videos of this batch were last checked to exist
+    memory_level: int = 0  # steps down from the configured batch size and model (after GPU OOM)
 
 
 class Supervisor:
@@ -262,11 +265,13 @@ class Supervisor:
             for job in jobs:
                 self._stage_failed(job, reason, "", permanent=False)
             return
+        level = max(int(job.facts.get("memory_levels", {}).get(stage, 0)) for job in jobs)
         command = stages.worker_command(self.config, stage, manifest)
+        command += ["--memory-level", str(level)] if level else []
         faults.crash_daemon_if_armed("before-worker", stage)
         worker = WorkerProcess(stage, command, stages.worker_environment(self.config), wake=self.flags.wake)
         jobs_by_id = {str(job.id): job for job in jobs}
-        self.batch = RunningBatch(stage, worker, jobs_by_id, items, last_activity=self.monotonic())
+        self.batch = RunningBatch(stage, worker, jobs_by_id, items, last_activity=self.monotonic(), memory_level=level)
         names = ", ".join(Path(job.path).name for job in jobs)
         logger.info("{} {} video(s) in worker pid {}: {}", STAGE_VERBS[stage], len(jobs), worker.pid, names)
 
@@ -302,6 +307,8 @@ class Supervisor:
                 logger.info("dropped {}: the video is gone", job.path)
             elif stopping:
                 self.store.release(job)
+            elif returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(batch, job):
+                continue
             else:
                 reason = batch.stop_reason or (
                     describe_exit(returncode) if returncode else "worker exited without finishing this video"
@@ -335,6 +342,17 @@ class Supervisor:
             self._pump_batch(stopping=True)
         return None
 
+    def _retry_with_less_memory(self, batch: RunningBatch, job: Job) -> bool:
+        """GPU out of memory: queue the stage again one memory level down (half the batch,
+        then the next smaller model); False once there is no level left to try."""
+        level = batch.memory_level + 1
+        if level > MAX_MEMORY_LEVEL:
+            return False
+        reason = f"out of GPU memory; retrying with less (memory level {level}: smaller batch or model)"
+        if self.store.requeue_smaller(job, level, reason):
+            logger.warning("{} at {}: {}", job.path, batch.stage, reason)
+        return True
+
     def _save_progress(self, batch: RunningBatch, job: Job, percent: float) -> None:
         batch.progress[str(job.id)] = percent
         now = self.monotonic()
@@ -353,6 +371,8 @@ class Supervisor:
         recorded: dict[str, Any] = {}
         if facts.get("model"):
             recorded[f"{batch.stage}_model"] = facts["model"]
+        if facts.get("batch_size"):
+            recorded[f"{batch.stage}_batch_size"] = facts["batch_size"]
         if batch.stage == LAST_STAGE:
             recorded["subtitles"] = {str(p): _signature(p) for p in written}
         if not self.store.complete_stage(job, recorded, note=facts.get("note")):

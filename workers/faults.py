@@ -9,6 +9,7 @@
 - ``worker-hang:STAGE``: a STAGE worker hangs before its first video, emitting nothing.
 - ``worker-exit:STAGE:CODE``: a STAGE worker exits with CODE before its first video (137 is
   what a shell reports for a process the out-of-memory killer ended).
+- ``worker-oom:STAGE:N``: the STAGE worker runs out of GPU memory on batches larger than N.
 
 Real faults are injected from outside by the tests (``kill -9``, full disks, read-only folders,
 files deleted or replaced mid-stage); these points reach the moments a test cannot time.
@@ -32,6 +33,19 @@ def crash_daemon_if_armed(moment: str, stage: str) -> None:
     if f"daemon-crash:{moment}:{stage}" in points():
         print(f"{FAULT_ENV}: the daemon kills itself {moment} {stage}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class OutOfMemoryError(RuntimeError):
+    """Named like torch.cuda.OutOfMemoryError, which run_worker recognises by name."""
+
+
+def raise_out_of_memory_if_armed(stage: str, batch_size: int) -> None:
+    """``worker-oom:STAGE:N``: a GPU that fits batches of at most N (there is no GPU here)."""
+    for point in points():
+        kind, _, rest = point.partition(":")
+        limit = rest.partition(":")[2]
+        if kind == "worker-oom" and rest.partition(":")[0] == stage and batch_size > int(limit or 0):
+            raise OutOfMemoryError(f"CUDA out of memory ({FAULT_ENV}: batches above {limit} do not fit)")
 
 
 def fail_worker_if_armed(stage: str) -> None:

@@ -68,6 +68,25 @@ def choose_translator(requested: str, device: str) -> str:
     return _choose(requested, device, TRANSLATOR_BY_FREE_MEMORY, CPU_TRANSLATOR, "translator")
 
 
+# After a GPU out-of-memory, each memory level steps down: the batch first (halved while it can
+# be), then the model, along these chains (a model outside them, e.g. a path, is kept).
+SMALLER_WHISPER = ("large-v3", "large-v2", "medium", "small", "base", "tiny")
+SMALLER_TRANSLATOR = (
+    "facebook/nllb-200-3.3B", "facebook/nllb-200-1.3B", "facebook/nllb-200-distilled-1.3B",
+    "facebook/nllb-200-distilled-600M",
+)  # fmt: skip
+
+
+def step_down(model: str, batch_size: int, level: int, chain: tuple[str, ...]) -> tuple[str, int]:
+    """(model, batch size) for memory ``level``: halve the batch ``level`` times while it is
+    above 1, then take the next smaller model for each level left."""
+    while level > 0 and batch_size > 1:
+        batch_size, level = batch_size // 2, level - 1
+    if level > 0 and model in chain:
+        model = chain[min(chain.index(model) + level, len(chain) - 1)]
+    return model, batch_size
+
+
 def load_whisper(name_or_path: str, device: str, download_root: Path | None) -> Any:
     """``large-v3`` (downloaded once into ``download_root``) or a checkpoint file path."""
     import whisper

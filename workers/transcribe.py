@@ -135,7 +135,7 @@ def transcribe_speech(
 
 def main(argv: list[str] | None = None) -> int:
     start_worker("transcribe")
-    from workers.models import choose_whisper, load_whisper, resolve_device
+    from workers.models import SMALLER_WHISPER, choose_whisper, load_whisper, log, resolve_device, step_down
 
     parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
     parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), checkpoint path, or auto")
@@ -150,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vad", action="store_true", help="no voice activity detection (cue times from Whisper)")
     parser.add_argument("--no-word-timestamps", action="store_true", help="segment times only (faster)")
     parser.add_argument("--keep-hallucinations", action="store_true", help="keep every segment Whisper wrote")
+    parser.add_argument("--memory-level", type=int, default=0, help="after GPU OOM: the next smaller model")
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 
     device = resolve_device(arguments.device)
-    model_name = choose_whisper(arguments.model, device)
+    model_name, _ = step_down(choose_whisper(arguments.model, device), 1, arguments.memory_level, SMALLER_WHISPER)
+    if arguments.memory_level:
+        log(f"memory level {arguments.memory_level}: {model_name}")
     model = load_whisper(model_name, device, arguments.model_dir)
     # Temperature 0 with no fallback: reruns after a crash give byte-identical subtitles.
     options = {

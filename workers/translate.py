@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from workers import faults
 from workers.common import (
     Item,
     ProgressCallback,
@@ -67,7 +68,7 @@ def translate_texts(
 
 def main(argv: list[str] | None = None) -> int:
     start_worker("translate")
-    from workers.models import choose_translator, load_translator, resolve_device
+    from workers.models import SMALLER_TRANSLATOR, choose_translator, load_translator, log, resolve_device, step_down
 
     parser = base_parser(__doc__.splitlines()[0], "transcript JSON", "translated JSON to write")
     parser.add_argument("--model", default="auto", help="hub name, local directory, or auto")
@@ -77,11 +78,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per generate() call")
     parser.add_argument("--num-beams", type=int, help="default: 4 on a GPU, 1 (greedy) on CPU")
     parser.add_argument("--model-dir", type=Path, help="where hub models are downloaded and cached")
+    parser.add_argument(
+        "--memory-level", type=int, default=0, help="after GPU OOM: halve the batch, then smaller model"
+    )
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 
     device = resolve_device(arguments.device)
-    model_name = choose_translator(arguments.model, device)
+    model_name, batch_size = step_down(
+        choose_translator(arguments.model, device), arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR
+    )
+    if arguments.memory_level:
+        log(f"memory level {arguments.memory_level}: {model_name}, batches of {batch_size}")
     source_code, target_code = nllb_code(arguments.source), nllb_code(arguments.target)
     tokenizer, model = load_translator(model_name, device, source_code, arguments.model_dir)
     num_beams = arguments.num_beams or (4 if device.startswith("cuda") else 1)
@@ -95,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         # Whole sentences are translated, then spread back over their segments (sentences.py).
         groups = sentence_groups(segments)
         texts = [join_source([segments[i]["text"] for i in group], arguments.source) for group in groups]
-        translated = translate_texts(texts, tokenizer, model, target_code, arguments.batch_size, num_beams, progress)
+        faults.raise_out_of_memory_if_armed("translate", batch_size)
+        translated = translate_texts(texts, tokenizer, model, target_code, batch_size, num_beams, progress)
         document = {
             "source_language": arguments.source,
             "target_language": arguments.target,
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         item.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(item.output, document)
-        return {"model": model_name, "segments": len(segments)}
+        return {"model": model_name, "batch_size": batch_size, "segments": len(segments)}
 
     return run_worker(items, translate)
 

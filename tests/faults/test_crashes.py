@@ -152,6 +152,30 @@ def test_a_worker_killed_like_the_oom_killer_does_is_retried(place, videos, refe
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["long"]
 
 
+def test_gpu_out_of_memory_retries_with_half_the_batch_and_records_what_worked(
+    place, videos, reference, tiny_whisper, tiny_nllb, ledger
+):
+    inbox = place["inbox"]
+    # A card that fits translation batches of 4 at most; the config asks for 16.
+    daemon = start_daemon(
+        place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": "worker-oom:translate:4"},
+        translate_batch_size=16,
+    )  # fmt: skip
+    try:
+        drop(videos["short"], inbox, "Episode.mkv")
+        job = wait_finished(daemon, "Episode.mkv")
+    finally:
+        assert daemon.stop() == 0
+    ledger.fault(2)
+    ledger.finished(job, "GPU out of memory twice", interrupted={"translate": 2})
+    assert job["runs"]["translate"] == 3  # 16 (OOM), 8 (OOM), 4
+    assert job["models"]["translate_batch_size"] == 4
+    assert job["models"]["translate_model"] == str(tiny_nllb)
+    assert job["attempts"] == 0 and job["error"] is None
+    assert daemon.log().count("out of GPU memory; retrying with less") == 2
+    assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
+
+
 @pytest.mark.parametrize(
     ("fault", "stage", "reason"),
     [

@@ -63,3 +63,15 @@ def test_autokr_once_does_not_need_the_inbox_to_exist(tmp_path):
     assert load_config(path, need_inbox=False).daemon.inbox == (tmp_path / "not-yet",)
     with pytest.raises(ConfigError, match="inbox folder does not exist"):
         load_config(path)
+
+
+def test_memory_levels_halve_the_batch_then_step_down_the_model():
+    from workers.models import SMALLER_TRANSLATOR, SMALLER_WHISPER, step_down
+
+    nllb = "facebook/nllb-200-1.3B"
+    assert step_down(nllb, 16, 0, SMALLER_TRANSLATOR) == (nllb, 16)
+    assert step_down(nllb, 16, 2, SMALLER_TRANSLATOR) == (nllb, 4)
+    assert step_down(nllb, 16, 5, SMALLER_TRANSLATOR) == ("facebook/nllb-200-distilled-1.3B", 1)
+    assert step_down(nllb, 16, 9, SMALLER_TRANSLATOR) == ("facebook/nllb-200-distilled-600M", 1)
+    assert step_down("large-v3", 1, 1, SMALLER_WHISPER) == ("large-v2", 1)
+    assert step_down("/models/tiny.pt", 1, 3, SMALLER_WHISPER) == ("/models/tiny.pt", 1)  # a path: kept
