@@ -223,7 +223,6 @@ def test_200_status_calls_during_a_busy_run_never_see_a_locked_database(place, c
 
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(call, range(220)))
-        busy = sum(1 for j in status(daemon.config) if j["state"] != "queued")
         jobs = [wait_finished(daemon, f"Clip {number}.mkv") for number in range(8)]
     finally:
         assert daemon.stop() == 0
@@ -232,7 +231,8 @@ def test_200_status_calls_during_a_busy_run_never_see_a_locked_database(place, c
     assert len(status_calls) == 198
     assert all(r.returncode == 0 for r in status_calls), [r.stderr for r in status_calls if r.returncode][:3]
     assert not [r for r in results if "locked" in r.stderr.lower() or "busy" in r.stderr.lower()]
-    assert busy >= 1
+    # The readers really overlapped the daemon's writes: some of them saw a job running.
+    assert sum(1 for r in status_calls if '"state": "running"' in r.stdout) >= 1
     for number, job in enumerate(jobs):
         ledger.finished(job, f"Clip {number}.mkv under 220 concurrent readers")
 
@@ -275,8 +275,10 @@ def test_memory_does_not_grow_over_200_jobs(place, clip, tiny_whisper, tiny_nllb
         return rss_kb(daemon.pid) if done >= count else None
 
     try:
-        rss_20 = wait_for(lambda: done_at_least(20), 300, "20 jobs done", interval=0.5)
-        rss_200 = wait_for(lambda: done_at_least(200), 900, "200 jobs done", interval=1)
+        # The earliest stage goes first: all 200 are extracted and transcribed before the first
+        # batch of 20 is translated and done, so job 20 comes late on a slow machine.
+        rss_20 = wait_for(lambda: done_at_least(20), 1200, "20 jobs done", interval=0.5)
+        rss_200 = wait_for(lambda: done_at_least(200), 1200, "200 jobs done", interval=1)
         jobs = status(daemon.config)
     finally:
         assert daemon.stop() == 0
