@@ -64,7 +64,9 @@ def analyse(cues: list[Cue], reference: dict[str, Any], language: str) -> dict[s
     }
 
 
-def run_pipeline(video: Path, whisper: str, translator: str, device: str, work: Path) -> dict[str, Path]:
+def run_pipeline(
+    video: Path, whisper: str, translator: str, device: str, work: Path, decoding: str = "batched"
+) -> dict[str, Path]:
     from daemon.config import Config
     from daemon.once import run_once
 
@@ -74,7 +76,9 @@ def run_pipeline(video: Path, whisper: str, translator: str, device: str, work: 
     config = dataclasses.replace(
         config,
         daemon=dataclasses.replace(config.daemon, write_source_subtitles=True),
-        models=dataclasses.replace(config.models, whisper=whisper, translator=translator, device=device),
+        models=dataclasses.replace(
+            config.models, whisper=whisper, translator=translator, device=device, decoding=decoding
+        ),
     )
     written = run_once(config, copy, None)
     return {path.suffixes[-2].lstrip("."): path for path in written}
@@ -88,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whisper", default="small")
     parser.add_argument("--translator", default="facebook/nllb-200-distilled-600M")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--decoding", choices=("batched", "sequential"), default="batched")
     parser.add_argument("--cues", action="store_true", help="also list every cue with its non-speech seconds")
     arguments = parser.parse_args(argv)
     if arguments.make:
@@ -102,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     reference = json.loads(arguments.reference.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="autokr-quality-") as work:
-        written = run_pipeline(arguments.video, arguments.whisper, arguments.translator, arguments.device, Path(work))
+        written = run_pipeline(
+            arguments.video, arguments.whisper, arguments.translator, arguments.device, Path(work), arguments.decoding
+        )
         for language, path in sorted(written.items()):
             cues = load_cues(path)
             print(json.dumps(analyse(cues, reference, language), ensure_ascii=False))

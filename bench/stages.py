@@ -2,6 +2,12 @@
 the same audio with the same model and decoding options, measured in the same run.
 
     bench/stages.py VIDEO... [--whisper MODEL] [--translator MODEL] [--device cpu]
+                             [--reference TEXT_FILE] [--repeat N]
+
+The transcribe stage runs twice: batched decoding (the default) and ``--decoding sequential``
+(openai-whisper's ``model.transcribe``). ``--reference`` prints each transcript's character
+error rate against the spoken text (punctuation and spaces ignored); ``--repeat N`` plays the
+extracted audio N times in a row, for the figures of a longer video.
 
 Each stage runs as the daemon runs it: one worker process (``python -m workers.<stage>``), so
 the times include the process start, imports and model load, as they do for ``whisper``. Peak
@@ -19,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unicodedata
 import wave
 from pathlib import Path
 
@@ -39,6 +46,31 @@ def timed(command: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
+def characters(text: str) -> str:
+    """Text without spaces and punctuation, for the character error rate."""
+    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c)[0] in "LN")
+
+
+def error_rate(hypothesis: str, reference: str) -> float:
+    """Character error rate: edit distance over the reference length."""
+    hypothesis, reference = characters(hypothesis), characters(reference)
+    previous = list(range(len(hypothesis) + 1))
+    for i, r in enumerate(reference, 1):
+        current = [i]
+        for j, h in enumerate(hypothesis, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
+        previous = current
+    return previous[-1] / max(1, len(reference))
+
+
+def repeat_audio(wav: Path, times: int) -> None:
+    with wave.open(str(wav), "rb") as reader:
+        parameters, frames = reader.getparams(), reader.readframes(reader.getnframes())
+    with wave.open(str(wav), "wb") as writer:
+        writer.setparams(parameters)
+        writer.writeframes(frames * times)
+
+
 def seconds_of(wav: Path) -> float:
     with wave.open(str(wav), "rb") as reader:
         return reader.getnframes() / reader.getframerate()
@@ -48,20 +80,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="+", type=Path)
     parser.add_argument("--whisper", default=str(REPOSITORY / ".cache" / "whisper-base.pt"))
-    parser.add_argument("--translator", default="facebook/nllb-200-distilled-600M")
+    parser.add_argument("--translator", help="NLLB name or directory (default: the tests' tiny NLLB, built here)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--reference", type=Path, help="the spoken text, for character error rates")
+    parser.add_argument("--repeat", type=int, default=1, help="play the audio this many times in a row")
     arguments = parser.parse_args(argv)
     python = sys.executable
+    if arguments.translator is None:
+        sys.path.insert(0, str(REPOSITORY / "tests"))
+        from fixtures.tiny_models import build_tiny_nllb
+
+        built = Path(tempfile.mkdtemp(prefix="autokr-stages-nllb-"))
+        arguments.translator = str(build_tiny_nllb(built / "nllb"))
+        print(f"translator: the tests' tiny NLLB ({arguments.translator}); pass --translator for a real one")
     for video in arguments.videos:
         with tempfile.TemporaryDirectory(prefix="autokr-stages-") as work:
             folder = Path(work)
             wav, transcript = folder / "audio.wav", folder / "transcript.json"
             translation, subtitle = folder / "translation.json", folder / "out.ko.srt"
             model = ["--device", arguments.device]
+            transcribe = [python, "-m", "workers.transcribe", str(wav), str(transcript), "--model", arguments.whisper,
+                          "--language", "ja", *model]  # fmt: skip
+            sequential = [*transcribe, "--decoding", "sequential"]
+            sequential[sequential.index(str(transcript))] = str(folder / "sequential.json")
             commands = {
                 "extract": [python, "-m", "workers.extract", str(video.absolute()), str(wav)],
-                "transcribe": [python, "-m", "workers.transcribe", str(wav), str(transcript), "--model",
-                               arguments.whisper, "--language", "ja", *model],
+                "transcribe": transcribe,
+                "  sequential": sequential,
                 "translate": [python, "-m", "workers.translate", str(transcript), str(translation), "--model",
                               arguments.translator, *model],
                 "subtitle": [python, "-m", "workers.subtitle", str(translation), str(subtitle)],
@@ -69,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             results = {}
             for stage, command in commands.items():
                 results[stage] = timed(command)
+                if stage == "extract" and arguments.repeat > 1:
+                    repeat_audio(wav, arguments.repeat)
             duration = seconds_of(wav)
             cli = [
                 python, "-m", "whisper", str(wav), "--model", arguments.whisper, "--language", "ja",
@@ -82,10 +129,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{video.name}: {duration:.1f} s of audio, whisper {name}, {arguments.device}")
             for name, (wall, peak) in results.items():
                 print(f"  {name:<16} {wall:7.2f} s  RTF {wall / duration:6.3f}  peak RSS {peak:7.1f} MB")
-            ratio = results["transcribe"][0] / results["whisper command"][0]
-            print(f"  transcribe / whisper command: {ratio:.2f} (below 1.0: AutoKR's stage is faster)")
-            segments = json.loads(transcript.read_text(encoding="utf-8"))["segments"]
-            print(f"  {len(segments)} segments kept")
+            command_wall = results["whisper command"][0]
+            for label, stage in (("transcribe (batched)", "transcribe"), ("transcribe (sequential)", "  sequential")):
+                ratio = results[stage][0] / command_wall
+                print(f"  {label} / whisper command: {ratio:.2f} ({1 / ratio:.2f}× its speed)")
+            texts = {
+                "batched": "".join(s["text"] for s in json.loads(transcript.read_text(encoding="utf-8"))["segments"]),
+                "sequential": "".join(
+                    s["text"] for s in json.loads((folder / "sequential.json").read_text(encoding="utf-8"))["segments"]
+                ),
+                "whisper command": json.loads((folder / "cli" / "audio.json").read_text(encoding="utf-8"))["text"],
+            }
+            if arguments.reference:
+                spoken = arguments.reference.read_text(encoding="utf-8") * arguments.repeat
+                rates = ", ".join(f"{label} {error_rate(text, spoken):.3f}" for label, text in texts.items())
+                print(f"  character error rate: {rates}")
     return 0
 
 

@@ -67,6 +67,9 @@ class DaemonSettings:
     """File name endings treated as videos (case-insensitive)."""
 
 
+DECODINGS = ("batched", "sequential")
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     whisper: str = field(default="auto", metadata={"type": "str"})
@@ -83,6 +86,11 @@ class ModelSettings:
     """Drop segments Whisper likely invented (loops, repeats, outro phrases over silence)."""
     condition_on_previous_text: bool = field(default=False, metadata={"type": "bool"})
     """Feed Whisper the previous window's text (off: on Japanese it feeds repetition loops)."""
+    decoding: str = field(default="batched", metadata={"type": "str"})
+    """batched: speech chunks of up to 30 s decoded many at a time (faster); sequential:
+    openai-whisper's sliding 30 s window, each window after the previous one."""
+    transcribe_batch_size: int = field(default=0, metadata={"type": "int"})
+    """Speech chunks decoded together; 0: as many as free GPU memory allows (16 at most), 8 on CPU."""
     translate_batch_size: int = field(default=16, metadata={"type": "int"})
     """Sentences per translation batch."""
     model_dir: Path | None = field(default=None, metadata={"type": "path"})
@@ -199,6 +207,10 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
     for name in ("videos_per_worker", "translate_batch_size"):
         if getattr(models, name) < 1:
             problems.append(f"[models] {name} must be at least 1")
+    if models.transcribe_batch_size < 0:
+        problems.append("[models] transcribe_batch_size must be 0 (automatic) or more")
+    if models.decoding not in DECODINGS:
+        problems.append(f"[models] decoding must be batched or sequential, not {models.decoding!r}")
     if not DEVICE_PATTERN.match(models.device):
         problems.append(f"[models] device must be auto, cpu, cuda or cuda:N, not {models.device!r}")
     for name in ("whisper", "translator"):

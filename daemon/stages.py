@@ -71,7 +71,8 @@ def stage_options(config: Config, stage: str) -> list[str]:
         ]
         return [
             "--model", models.whisper, "--language", languages.source, "--device", models.device,
-            "--model-dir", str(config.model_dir / "whisper"), *switches,
+            "--model-dir", str(config.model_dir / "whisper"), "--decoding", models.decoding,
+            "--batch-size", str(models.transcribe_batch_size), *switches,
         ]  # fmt: skip
     if stage == "translate":
         return [

@@ -71,7 +71,7 @@ class Job:
             "runs": self.runs,
             "attempts": self.attempts,
             "stderr_tail": self.stderr_tail,
-            "models": {k: v for k, v in self.facts.items() if k.endswith(("_model", "_batch_size"))},
+            "models": {k: v for k, v in self.facts.items() if k.endswith(("_model", "_batch_size", "_decoding"))},
             "updated_at": self.updated_at,
         }
 

@@ -371,8 +371,9 @@ class Supervisor:
         recorded: dict[str, Any] = {}
         if facts.get("model"):
             recorded[f"{batch.stage}_model"] = facts["model"]
-        if facts.get("batch_size"):
-            recorded[f"{batch.stage}_batch_size"] = facts["batch_size"]
+        for fact in ("batch_size", "decoding"):
+            if facts.get(fact):
+                recorded[f"{batch.stage}_{fact}"] = facts[fact]
         if batch.stage == LAST_STAGE:
             recorded["subtitles"] = {str(p): _signature(p) for p in written}
         if not self.store.complete_stage(job, recorded, note=facts.get("note")):

@@ -236,6 +236,24 @@ def _space_and_extend(cues: list[Cue], limits: CueLimits) -> None:
             previous_end = cues[index - 1].end if index > 0 else 0.0
             cue.start = max(min(cue.start, cue.end - limits.min_duration), previous_end + limits.min_gap)
         cue.end = max(cue.end, cue.start + 0.001)
+        _borrow_time(cues, index, limits)
+
+
+def _borrow_time(cues: list[Cue], index: int, limits: CueLimits) -> None:
+    """A short cue with no silence left around it (a fragment between two lines of the same
+    speech) takes time from a neighbour that has more than the minimum: the boundary between
+    them moves, the gap stays."""
+    cue = cues[index]
+    for neighbour in (index - 1, index + 1):
+        need = limits.min_duration - (cue.end - cue.start)
+        if need <= 0 or not 0 <= neighbour < len(cues):
+            return
+        other = cues[neighbour]
+        take = min(need, max(0.0, other.end - other.start - limits.min_duration))
+        if neighbour < index:
+            other.end, cue.start = other.end - take, cue.start - take
+        else:
+            other.start, cue.end = other.start + take, cue.end + take
 
 
 def style_violations(cues: list[Cue], limits: CueLimits) -> dict[str, int]:

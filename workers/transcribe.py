@@ -79,7 +79,11 @@ def reporting_progress(progress: ProgressCallback) -> Iterator[None]:
 
 def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], progress: ProgressCallback) -> list[dict]:
     with reporting_progress(progress):
-        result = model.transcribe(audio, verbose=False, **options)
+        result = model.transcribe(audio, verbose=False, **{**options, "word_timestamps": False})
+    if options.get("word_timestamps"):
+        from workers.alignment import add_words_by_window
+
+        add_words_by_window(model, audio, result["segments"], options)
     segments = []
     for segment in result["segments"]:
         text = segment["text"].strip()
@@ -110,9 +114,13 @@ def transcribe_speech(
     progress: ProgressCallback,
     use_vad: bool = True,
     filter_hallucinations: bool = True,
+    batch_size: int = 0,
 ) -> dict[str, Any]:
     """Voice activity → Whisper (word timestamps) → cues that follow the speech → the
-    hallucination filter. Audio with no speech at all is not given to Whisper."""
+    hallucination filter. Audio with no speech at all is not given to Whisper.
+
+    ``batch_size`` ≥ 1 decodes speech chunks that many at a time (``workers.batched``);
+    0 runs openai-whisper's sequential ``model.transcribe``."""
     speech = None
     if use_vad:
         from workers.vad import detect_speech
@@ -121,7 +129,17 @@ def transcribe_speech(
         if not speech:
             progress(100)
             return {"segments": [], "dropped": [], "speech": []}
-    segments = follow_speech(transcribe_audio(model, audio, options, progress), speech)
+    if batch_size:
+        from workers.batched import transcribe_batched
+
+        regions = speech if speech is not None else [(0.0, len(audio) / 16000)]
+        found = transcribe_batched(
+            model, audio, regions, options, batch_size, progress,
+            sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None),
+        )  # fmt: skip
+    else:
+        found = transcribe_audio(model, audio, options, progress)
+    segments = follow_speech(found, speech)
     kept, dropped = filter_segments(segments, language, speech) if filter_hallucinations else (segments, [])
     for segment, reason in dropped:
         where = f"{segment['start']:.1f}-{segment['end']:.1f} s"
@@ -135,7 +153,16 @@ def transcribe_speech(
 
 def main(argv: list[str] | None = None) -> int:
     start_worker("transcribe")
-    from workers.models import SMALLER_WHISPER, choose_whisper, load_whisper, log, resolve_device, step_down
+    from workers.models import (
+        SMALLER_WHISPER,
+        WHISPER_BATCH,
+        choose_whisper,
+        load_whisper,
+        log,
+        resolve_device,
+        step_down,
+        whisper_batch_size,
+    )
 
     parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
     parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), checkpoint path, or auto")
@@ -150,15 +177,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-vad", action="store_true", help="no voice activity detection (cue times from Whisper)")
     parser.add_argument("--no-word-timestamps", action="store_true", help="segment times only (faster)")
     parser.add_argument("--keep-hallucinations", action="store_true", help="keep every segment Whisper wrote")
-    parser.add_argument("--memory-level", type=int, default=0, help="after GPU OOM: the next smaller model")
+    parser.add_argument(
+        "--decoding",
+        choices=("batched", "sequential"),
+        default="batched",
+        help="batched: speech chunks decoded many at a time; sequential: model.transcribe's sliding window",
+    )
+    parser.add_argument("--batch-size", type=int, default=0, help="chunks decoded together (0: by free memory)")
+    parser.add_argument(
+        "--memory-level", type=int, default=0, help="after GPU OOM: half the batch, then a smaller model"
+    )
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 
     device = resolve_device(arguments.device)
-    model_name, _ = step_down(choose_whisper(arguments.model, device), 1, arguments.memory_level, SMALLER_WHISPER)
+    batched = arguments.decoding == "batched"
+    nominal = (arguments.batch_size or WHISPER_BATCH) if batched else 1
+    model_name, cap = step_down(
+        choose_whisper(arguments.model, device), nominal, arguments.memory_level, SMALLER_WHISPER
+    )
     if arguments.memory_level:
-        log(f"memory level {arguments.memory_level}: {model_name}")
+        log(f"memory level {arguments.memory_level}: {model_name}, at most {cap} chunks a batch")
     model = load_whisper(model_name, device, arguments.model_dir)
+    batch_size = 0  # sequential
+    if batched:
+        batch_size = cap if arguments.batch_size else whisper_batch_size(model, device, cap)
     # Temperature 0 with no fallback: reruns after a crash give byte-identical subtitles.
     options = {
         "language": arguments.language,
@@ -174,13 +217,25 @@ def main(argv: list[str] | None = None) -> int:
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)
         found = transcribe_speech(
-            model, audio, options, arguments.language, progress, not arguments.no_vad, not arguments.keep_hallucinations
+            model,
+            audio,
+            options,
+            arguments.language,
+            progress,
+            use_vad=not arguments.no_vad,
+            filter_hallucinations=not arguments.keep_hallucinations,
+            batch_size=batch_size,
         )
         segments = found["segments"]
         document = {"language": arguments.language, "model": model_name, **found}
         item.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(item.output, document)
-        return {"model": model_name, "segments": len(segments)}
+        return {
+            "model": model_name,
+            "segments": len(segments),
+            "batch_size": batch_size or 1,
+            "decoding": arguments.decoding,
+        }
 
     return run_worker(items, transcribe)
 

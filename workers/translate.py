@@ -27,6 +27,24 @@ from workers.errors import PermanentError
 from workers.languages import nllb_code
 from workers.sentences import join_source, regroup, sentence_groups
 
+# A batch holds at most ``batch_size`` sentences and at most ``batch_size × TOKENS_PER_SENTENCE``
+# tokens once padded to its longest: short lines travel sixteen at a time, a run of long
+# sentences in smaller batches, so memory per batch stays level.
+TOKENS_PER_SENTENCE = 64
+
+
+def token_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Indices of ``lengths`` sorted shortest first and cut into batches by padded token count."""
+    budget = batch_size * TOKENS_PER_SENTENCE
+    batches: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        batch = batches[-1] if batches else None
+        if batch is not None and len(batch) < batch_size and (len(batch) + 1) * lengths[index] <= budget:
+            batch.append(index)
+        else:
+            batches.append([index])
+    return batches
+
 
 def translate_texts(
     texts: list[str],
@@ -37,15 +55,17 @@ def translate_texts(
     num_beams: int,
     progress: Callable[[float], None],
 ) -> list[str]:
-    """Translates ``texts`` in length-sorted batches; returns them in the original order."""
+    """Translates ``texts`` in batches of similar token length; returns them in the original order."""
     import torch
 
     results = [""] * len(texts)
-    order = sorted((i for i, text in enumerate(texts) if text.strip()), key=lambda i: len(texts[i]))
+    wanted = [i for i, text in enumerate(texts) if text.strip()]
+    lengths = [len(ids) for ids in tokenizer([texts[i] for i in wanted], truncation=True, max_length=512)["input_ids"]]
     forced_bos = tokenizer.convert_tokens_to_ids(target_code)
     device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    done = 0
+    for positions in token_batches(lengths, batch_size):
+        indices = [wanted[position] for position in positions]
         batch = tokenizer(
             [texts[i] for i in indices], return_tensors="pt", padding=True, truncation=True, max_length=512
         )
@@ -62,7 +82,8 @@ def translate_texts(
             )
         for index, text in zip(indices, tokenizer.batch_decode(generated, skip_special_tokens=True), strict=True):
             results[index] = text.strip()
-        progress(100.0 * min(start + batch_size, len(order)) / max(len(order), 1))
+        done += len(indices)
+        progress(100.0 * done / max(len(wanted), 1))
     return results
 
 

@@ -37,10 +37,11 @@ def quality_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     return video, json.loads(reference.read_text(encoding="utf-8"))
 
 
-def test_cues_follow_the_speech_and_read_well(quality_clip, whisper_base, tiny_nllb, tmp_path):
+@pytest.mark.parametrize("decoding", ["batched", "sequential"])
+def test_cues_follow_the_speech_and_read_well(quality_clip, whisper_base, tiny_nllb, tmp_path, decoding):
     quality = _quality_module()
     video, reference = quality_clip
-    written = quality.run_pipeline(video, str(whisper_base), str(tiny_nllb), "cpu", tmp_path)
+    written = quality.run_pipeline(video, str(whisper_base), str(tiny_nllb), "cpu", tmp_path, decoding)
     assert set(written) == {"ko", "ja"}
     for language, path in written.items():
         report = quality.analyse(quality.load_cues(path), reference, language)

@@ -10,6 +10,7 @@ import wave
 from pathlib import Path
 
 import pysubs2
+import pytest
 from fixtures.media import ffmpeg, make_video
 from fixtures.tiny_models import SENTENCE_PAIRS
 
@@ -127,15 +128,44 @@ def character_error_rate(reference: str, hypothesis: str) -> float:
     return previous[-1] / len(ref)
 
 
-def test_real_whisper_base_transcribes_japanese_speech(tmp_path, whisper_base, speech_sample, speech_reference):
+@pytest.mark.parametrize("decoding", ["batched", "sequential"])
+def test_real_whisper_base_transcribes_japanese_speech(
+    tmp_path, whisper_base, speech_sample, speech_reference, decoding
+):
     run_worker("extract", str(speech_sample), str(tmp_path / "audio.wav"))
-    run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
-               "--model", str(whisper_base), "--device", "cpu")  # fmt: skip
+    finished = subprocess.run(
+        [sys.executable, "-m", "workers.transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
+         "--model", str(whisper_base), "--device", "cpu", "--decoding", decoding],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    done = json.loads(finished.stdout.splitlines()[-1][len("@autokr ") :])
+    assert (done["event"], done["decoding"]) == ("done", decoding)
+    assert "transcribing it sequentially" not in finished.stderr  # real speech: no chunk needed the fallback
     segments = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["segments"]
     text = "".join(s["text"] for s in segments)
     rate = character_error_rate(speech_reference, text)
-    print(f"character error rate with Whisper base: {rate:.3f}")
+    print(f"character error rate with Whisper base, {decoding}: {rate:.3f}")
     assert rate <= 0.35, text
+    assert all(0.0 <= s["start"] < s["end"] <= 25.8 for s in segments)
+    assert segments[0]["start"] < 1.0 and segments[-1]["end"] > 24.0  # speech from start to end is covered
+
+
+def test_a_chunk_decoded_to_the_token_limit_is_transcribed_again_sequentially(tmp_path, tiny_whisper):
+    # The tiny model never ends its text (fixtures.tiny_models): every batched chunk hits the limit.
+    video = make_video(tmp_path / "tone.mkv", seconds=2)
+    run_worker("extract", str(video), str(tmp_path / "audio.wav"))
+    finished = subprocess.run(
+        [sys.executable, "-m", "workers.transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
+         "--model", str(tiny_whisper), "--device", "cpu", "--no-vad", "--keep-hallucinations", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    assert "chunk 0.0-2.0 s ran into the token limit: transcribing it sequentially" in finished.stderr
+    done = json.loads(finished.stdout.splitlines()[-1][len("@autokr ") :])
+    assert (done["decoding"], done["batch_size"]) == ("batched", 4)
+    segments = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["segments"]
+    assert segments and all(s["text"].startswith("こんにちは") for s in segments)
 
 
 def test_autokr_once_runs_the_whole_pipeline(tmp_path, tiny_whisper, tiny_nllb):

@@ -21,13 +21,15 @@ def test_shipped_default_config_loads_once_its_inbox_exists(tmp_path):
     assert config.daemon.stable_seconds == 10
     assert config.models.whisper == "auto" and config.languages.target == "ko"
     assert config.model_dir == tmp_path / "state" / "models"
+    assert (config.models.decoding, config.models.transcribe_batch_size) == ("batched", 0)
 
 
 def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(
         '[daemon]\ninbox = ["missing"]\nstable_seconds = "ten"\nmax_attempts = 0\ncolour = "red"\n'
-        '[models]\ndevice = "gpu"\n[languages]\ntarget = "xx"\n[extra]\n',
+        '[models]\ndevice = "gpu"\ndecoding = "fast"\ntranscribe_batch_size = -1\n'
+        '[languages]\ntarget = "xx"\n[extra]\n',
         encoding="utf-8",
     )
     with pytest.raises(ConfigError) as caught:
@@ -40,6 +42,8 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     assert "unknown key [daemon] colour" in problems
     assert "unknown section [extra]" in problems
     assert any(p.startswith("[models] device must be") for p in problems)
+    assert "[models] decoding must be batched or sequential, not 'fast'" in problems
+    assert "[models] transcribe_batch_size must be 0 (automatic) or more" in problems
     assert any(p.startswith("[languages] target 'xx' is not supported") for p in problems)
 
 

@@ -94,6 +94,20 @@ def test_cues_respect_duration_gap_and_overlap_rules():
     assert cues[0].start == 0.0 and cues[-1].end <= 21.0 + 5 / 6
 
 
+def test_a_short_fragment_between_two_lines_borrows_time_from_its_neighbour():
+    # Recorded shape (real Whisper base, batched): "ところで、" got 0.64 s between two lines.
+    segments = [
+        {"start": 13.4, "end": 15.156, "text": "何でもうすぐらいじめじめした"},
+        {"start": 15.24, "end": 15.877, "text": "ところで、"},
+        {"start": 15.96, "end": 18.36, "text": "何々は泣いていたことだけは記憶している。"},
+    ]
+    cues = layout_cues(segments, "text", JAPANESE)
+    assert [cue.text.replace("\n", "") for cue in cues] == [s["text"] for s in segments]
+    assert set(style_violations(cues, JAPANESE).values()) == {0}
+    assert cues[0].start == 13.4 and cues[-1].end == 18.36  # the speech's outer bounds are kept
+    assert cues[1].end - cues[1].start >= 5 / 6 - 1e-6
+
+
 def test_a_long_slow_sentence_is_cut_to_at_most_seven_seconds_a_cue():
     cues = layout_cues([{"start": 0, "end": 20, "text": "천천히 아주 천천히 말하는 긴 문장"}], "text", KOREAN)
     assert len(cues) == 3  # 20 s: three cues, not one per word

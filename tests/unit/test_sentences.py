@@ -28,3 +28,16 @@ def test_segments_left_without_words_are_merged_not_emptied():
     full = regroup(SEGMENTS[:4], [[0, 1, 2], [3]], ["어제 나는 역 앞에서 친구를 만났습니다.", "네."])
     assert [s["text"] for s in full] == ["어제 나는 역 앞에서", "친구를", "만났습니다.", "네."]
     assert [s["source_text"] for s in full] == [s["text"] for s in SEGMENTS[:4]]
+
+
+def test_translation_batches_group_similar_lengths_within_a_token_budget():
+    from workers.translate import TOKENS_PER_SENTENCE, token_batches
+
+    lengths = [5, 200, 7, 6, 90, 8, 100, 95]
+    batches = token_batches(lengths, batch_size=3)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert batches[0] == [0, 3, 2]  # the three shortest together
+    for batch in batches:
+        assert len(batch) <= 3
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 3 * TOKENS_PER_SENTENCE
+    assert [1] in batches  # a sentence longer than the budget still goes, alone
