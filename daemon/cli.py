@@ -9,6 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 
@@ -60,11 +61,25 @@ def _one_line(text: str | None) -> str:
     return (text or "").replace("\n", "\\n")
 
 
+def _models_summary(facts: dict[str, Any]) -> str:
+    """``large-v3 batched ×16 → nllb-200-1.3B ×16``: what produced a finished job's subtitles."""
+    parts = []
+    for stage in ("transcribe", "translate"):
+        model = facts.get(f"{stage}_model")
+        if not model:
+            continue
+        how = [facts[f"{stage}_decoding"]] if facts.get(f"{stage}_decoding") else []
+        if facts.get(f"{stage}_batch_size"):
+            how.append(f"×{facts[f'{stage}_batch_size']}")
+        parts.append(" ".join([Path(str(model)).name, *how]))
+    return " → ".join(parts)
+
+
 def _format_table(jobs: list[Job]) -> str:
     rows = [("ID", "STATE", "STAGE", "PROGRESS", "VIDEO", "ERROR / NOTE")]
     for job in jobs:
         progress = f"{job.progress:.0f}%" if job.progress is not None and job.state == "running" else "-"
-        detail = job.error or job.note or ""
+        detail = job.error or job.note or (_models_summary(job.facts) if job.state == "done" else "")
         if job.state == "queued" and job.error:
             detail = f"retrying: {job.error}"
         rows.append((str(job.id), job.state, job.stage, progress, _one_line(job.path), _one_line(detail)))

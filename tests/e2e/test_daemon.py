@@ -9,7 +9,7 @@ from pathlib import Path
 import fixtures.daemon as daemon_fixture
 import pysubs2
 import pytest
-from fixtures.daemon import Daemon, alive, drop, job_for, status, wait_finished, wait_for
+from fixtures.daemon import Daemon, alive, autokr, drop, job_for, status, wait_finished, wait_for
 from fixtures.media import make_video
 
 from workers.cues import Cue, limits_for, style_violations
@@ -172,6 +172,12 @@ def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny
         for job in status(daemon.config)
     )
     assert len(list(folders["inbox"].glob("*.ko.srt"))) == 8
+    # Each job records what produced its subtitles; the table shows it for finished videos.
+    models = status(daemon.config)[0]["models"]
+    assert models["transcribe_decoding"] == "batched" and models["transcribe_batch_size"] == 8  # CPU default
+    assert models["translate_batch_size"] == 16
+    table = autokr(daemon.config, "status").stdout
+    assert f"{tiny_whisper.name} batched ×8 → {tiny_nllb.name} ×16" in table, table
 
 
 def test_idle_daemon_is_small_and_never_loads_torch(folders, tiny_whisper, tiny_nllb, tone_video):
