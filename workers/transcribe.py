@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from workers import faults
 from workers.common import (
     Item,
     ProgressCallback,
@@ -216,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if not item.input.exists():
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)
+        faults.raise_out_of_memory_if_armed("transcribe", batch_size or 1)
         found = transcribe_speech(
             model,
             audio,

@@ -176,6 +176,25 @@ def test_gpu_out_of_memory_retries_with_half_the_batch_and_records_what_worked(
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
 
 
+def test_transcription_out_of_memory_halves_the_chunk_batch(place, videos, reference, tiny_whisper, tiny_nllb, ledger):
+    inbox = place["inbox"]
+    # A card that fits 2 speech chunks at once; on a CPU the worker starts at 8.
+    daemon = start_daemon(
+        place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": "worker-oom:transcribe:2"}
+    )
+    try:
+        drop(videos["short"], inbox, "Episode.mkv")
+        job = wait_finished(daemon, "Episode.mkv")
+    finally:
+        assert daemon.stop() == 0
+    ledger.fault(3)
+    ledger.finished(job, "GPU out of memory three times", interrupted={"transcribe": 3})
+    assert job["runs"]["transcribe"] == 4  # 8 (OOM), 8 (OOM: level 1 caps at 8), 4 (OOM), 2
+    assert (job["models"]["transcribe_batch_size"], job["models"]["transcribe_decoding"]) == (2, "batched")
+    assert job["models"]["transcribe_model"] == str(tiny_whisper)  # the batch shrank, not the model
+    assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
+
+
 @pytest.mark.parametrize(
     ("fault", "stage", "reason"),
     [
