@@ -60,6 +60,9 @@ def translate_texts(
 
     results = [""] * len(texts)
     wanted = [i for i, text in enumerate(texts) if text.strip()]
+    if not wanted:  # no speech: nothing to translate (the tokenizer refuses an empty batch)
+        progress(100.0)
+        return results
     lengths = [len(ids) for ids in tokenizer([texts[i] for i in wanted], truncation=True, max_length=512)["input_ids"]]
     forced_bos = tokenizer.convert_tokens_to_ids(target_code)
     device = next(model.parameters()).device
