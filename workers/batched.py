@@ -27,8 +27,6 @@ WINDOW_SECONDS = 30.0
 # A pause longer than this (music, a scene without dialogue) ends a chunk: decoded across it,
 # Whisper misplaces timestamps over the music and may stop before the speech after it.
 MAX_GAP_SECONDS = 3.0
-# Shortest chunk made to fill a batch (each chunk costs a full 30 s encoder pass).
-MIN_CHUNK_SECONDS = 10.0
 # whisper.transcribe's defaults for "this window went wrong" and "this window is silence".
 COMPRESSION_RATIO_LIMIT = 2.4
 NO_SPEECH_THRESHOLD, LOGPROB_THRESHOLD = 0.6, -1.0
@@ -36,16 +34,11 @@ NO_SPEECH_THRESHOLD, LOGPROB_THRESHOLD = 0.6, -1.0
 Interval = tuple[float, float]
 
 
-def plan_chunks(speech: list[Interval], batch_size: int) -> list[Interval]:
-    """Speech regions merged, in order, into chunks (as WhisperX does), never across a pause
-    over ``MAX_GAP_SECONDS``. A region longer than 30 s is split evenly.
-
-    Chunk length: up to 30 s (Whisper's window) when the video has more speech than a batch of
-    30 s chunks holds. Less speech is cut finer, down to ``MIN_CHUNK_SECONDS``, so that the
-    chunks fill the batch: every decoding step then serves several chunks. Up to 30 s of speech
-    stays one chunk: two chunks cost two encoder passes and, measured on a CPU, a step for two
-    costs about what a step for eight does, twice one.
-    """
+def plan_chunks(speech: list[Interval]) -> list[Interval]:
+    """Speech regions merged, in order, into chunks of at most 30 s (Whisper's window), as
+    WhisperX does, but never across a pause over ``MAX_GAP_SECONDS``. A region longer than
+    30 s is split evenly. (Cutting a short video finer to fill the batch was measured slower
+    on a CPU: every chunk costs a full 30 s encoder pass.)"""
     regions: list[Interval] = []
     for start, end in speech:
         pieces = max(1, int(np.ceil((end - start) / WINDOW_SECONDS)))
@@ -53,14 +46,10 @@ def plan_chunks(speech: list[Interval], batch_size: int) -> list[Interval]:
         regions += [(start + k * step, start + (k + 1) * step) for k in range(pieces)]
     if not regions:
         return []
-    span = sum(end - start for start, end in regions)
-    target = WINDOW_SECONDS
-    if span > WINDOW_SECONDS:
-        target = min(WINDOW_SECONDS, max(MIN_CHUNK_SECONDS, span / max(1, batch_size)))
     chunks = [regions[0]]
     for start, end in regions[1:]:
         first, last = chunks[-1]
-        if end - first <= target and start - last <= MAX_GAP_SECONDS:
+        if end - first <= WINDOW_SECONDS and start - last <= MAX_GAP_SECONDS:
             chunks[-1] = (first, end)
         else:
             chunks.append((start, end))
@@ -129,7 +118,7 @@ def transcribe_batched(
         task=options["task"], language=options["language"], temperature=0.0, fp16=options["fp16"]
     )
     token_limit = model.dims.n_text_ctx // 2
-    chunks = plan_chunks(speech, batch_size)
+    chunks = plan_chunks(speech)
     found: list[dict[str, Any]] = []
     for first in range(0, len(chunks), batch_size):
         batch = chunks[first : first + batch_size]

@@ -11,36 +11,23 @@ from workers.batched import plan_chunks, split_at_timestamps
 
 def test_speech_regions_merge_into_chunks_of_at_most_30_seconds():
     speech = [(0.5, 4.0), (4.6, 12.0), (13.0, 29.0), (31.0, 35.0), (36.0, 40.0)]
-    assert plan_chunks(speech, batch_size=1) == [(0.5, 29.0), (31.0, 40.0)]
-
-
-def test_up_to_30_seconds_of_speech_stays_one_chunk():
-    assert plan_chunks([(0.3, 1.6), (1.9, 11.3), (11.7, 25.5)], batch_size=8) == [(0.3, 25.5)]
-
-
-def test_more_speech_than_one_window_is_cut_finer_to_fill_the_batch():
-    # 80 s of speech (0.8 s in each second), batch of 8: chunks of 10 s, the shortest allowed.
-    speech = [(float(k), k + 0.8) for k in range(100)]
-    chunks = plan_chunks(speech, batch_size=8)
-    assert len(chunks) == 10 and all(9.5 <= end - start <= 10.0 for start, end in chunks)
-    assert len(plan_chunks(speech, batch_size=4)) == 5  # 80 s / 4: chunks of 20 s
-    assert len(plan_chunks(speech, batch_size=1)) == 4  # a batch of one: whole 30 s windows
+    assert plan_chunks(speech) == [(0.5, 29.0), (31.0, 40.0)]
 
 
 def test_a_long_pause_such_as_music_ends_a_chunk():
     speech = [(1.8, 4.5), (6.5, 9.0), (11.5, 16.5), (20.4, 24.8), (25.0, 26.9)]
-    assert plan_chunks(speech, batch_size=1) == [(1.8, 16.5), (20.4, 26.9)]
+    assert plan_chunks(speech) == [(1.8, 16.5), (20.4, 26.9)]
 
 
 def test_a_region_longer_than_a_window_is_split_evenly():
-    chunks = plan_chunks([(10.0, 85.0)], batch_size=1)
+    chunks = plan_chunks([(10.0, 85.0)])
     assert len(chunks) == 3
     assert chunks[0][0] == 10.0 and chunks[-1][1] == 85.0
     assert all(end - start == pytest.approx(25.0) for start, end in chunks)
 
 
 def test_no_speech_gives_no_chunks():
-    assert plan_chunks([], batch_size=8) == []
+    assert plan_chunks([]) == []
 
 
 def test_a_decoded_chunk_splits_into_segments_at_its_timestamps():
