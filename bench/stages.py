@@ -25,11 +25,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import unicodedata
 import wave
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY / "tests"))
+
+from fixtures.speech import character_error_rate  # noqa: E402
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -44,23 +46,6 @@ def timed(command: list[str]) -> tuple[float, float]:
     if process.returncode != 0:
         raise SystemExit(f"{command[2]} failed ({process.returncode}):\n{errors.decode(errors='replace')[-2000:]}")
     return wall, usage.ru_maxrss / 1024
-
-
-def characters(text: str) -> str:
-    """Text without spaces and punctuation, for the character error rate."""
-    return "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c)[0] in "LN")
-
-
-def error_rate(hypothesis: str, reference: str) -> float:
-    """Character error rate: edit distance over the reference length."""
-    hypothesis, reference = characters(hypothesis), characters(reference)
-    previous = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, 1):
-        current = [i]
-        for j, h in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h)))
-        previous = current
-    return previous[-1] / max(1, len(reference))
 
 
 def repeat_audio(wav: Path, times: int) -> None:
@@ -87,7 +72,6 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     python = sys.executable
     if arguments.translator is None:
-        sys.path.insert(0, str(REPOSITORY / "tests"))
         from fixtures.tiny_models import build_tiny_nllb
 
         built = Path(tempfile.mkdtemp(prefix="autokr-stages-nllb-"))
@@ -142,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             if arguments.reference:
                 spoken = arguments.reference.read_text(encoding="utf-8") * arguments.repeat
-                rates = ", ".join(f"{label} {error_rate(text, spoken):.3f}" for label, text in texts.items())
+                rates = ", ".join(f"{label} {character_error_rate(spoken, text):.3f}" for label, text in texts.items())
                 print(f"  character error rate: {rates}")
     return 0
 

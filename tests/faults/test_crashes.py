@@ -152,46 +152,34 @@ def test_a_worker_killed_like_the_oom_killer_does_is_retried(place, videos, refe
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["long"]
 
 
+# A card that fits translation batches of 4 (the config asks for 16: 16 OOM, 8 OOM, 4), or
+# 2 speech chunks (a CPU worker starts at 8 chunks; level 1 caps the nominal 16 at 8, so it is
+# 8 OOM, 8 OOM, 4 OOM, 2). The batch shrinks, never the model, before it runs out of halves.
+@pytest.mark.parametrize(
+    ("stage", "fits", "ooms", "extra"),
+    [("translate", 4, 2, {"translate_batch_size": 16}), ("transcribe", 2, 3, {})],
+)
 def test_gpu_out_of_memory_retries_with_half_the_batch_and_records_what_worked(
-    place, videos, reference, tiny_whisper, tiny_nllb, ledger
+    place, videos, reference, tiny_whisper, tiny_nllb, ledger, stage, fits, ooms, extra
 ):
     inbox = place["inbox"]
-    # A card that fits translation batches of 4 at most; the config asks for 16.
     daemon = start_daemon(
-        place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": "worker-oom:translate:4"},
-        translate_batch_size=16,
-    )  # fmt: skip
-    try:
-        drop(videos["short"], inbox, "Episode.mkv")
-        job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        assert daemon.stop() == 0
-    ledger.fault(2)
-    ledger.finished(job, "GPU out of memory twice", interrupted={"translate": 2})
-    assert job["runs"]["translate"] == 3  # 16 (OOM), 8 (OOM), 4
-    assert job["models"]["translate_batch_size"] == 4
-    assert job["models"]["translate_model"] == str(tiny_nllb)
-    assert job["attempts"] == 0 and job["error"] is None
-    assert daemon.log().count("out of GPU memory; retrying with less") == 2
-    assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
-
-
-def test_transcription_out_of_memory_halves_the_chunk_batch(place, videos, reference, tiny_whisper, tiny_nllb, ledger):
-    inbox = place["inbox"]
-    # A card that fits 2 speech chunks at once; on a CPU the worker starts at 8.
-    daemon = start_daemon(
-        place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": "worker-oom:transcribe:2"}
+        place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": f"worker-oom:{stage}:{fits}"}, **extra
     )
     try:
         drop(videos["short"], inbox, "Episode.mkv")
         job = wait_finished(daemon, "Episode.mkv")
     finally:
         assert daemon.stop() == 0
-    ledger.fault(3)
-    ledger.finished(job, "GPU out of memory three times", interrupted={"transcribe": 3})
-    assert job["runs"]["transcribe"] == 4  # 8 (OOM), 8 (OOM: level 1 caps at 8), 4 (OOM), 2
-    assert (job["models"]["transcribe_batch_size"], job["models"]["transcribe_decoding"]) == (2, "batched")
-    assert job["models"]["transcribe_model"] == str(tiny_whisper)  # the batch shrank, not the model
+    ledger.fault(ooms)
+    ledger.finished(job, f"GPU out of memory {ooms} times", interrupted={stage: ooms})
+    assert job["runs"][stage] == ooms + 1
+    assert job["models"][f"{stage}_batch_size"] == fits
+    assert job["models"]["transcribe_model"] == str(tiny_whisper)
+    assert job["models"]["translate_model"] == str(tiny_nllb)
+    assert job["models"]["transcribe_decoding"] == "batched"
+    assert job["attempts"] == 0 and job["error"] is None
+    assert daemon.log().count("out of GPU memory; retrying with less") == ooms
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
 
 

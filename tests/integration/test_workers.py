@@ -12,6 +12,7 @@ from pathlib import Path
 import pysubs2
 import pytest
 from fixtures.media import ffmpeg, make_video
+from fixtures.speech import character_error_rate
 from fixtures.tiny_models import SENTENCE_PAIRS
 
 
@@ -113,19 +114,6 @@ def test_no_speech_writes_no_subtitle(tmp_path):
     events = run_worker("subtitle", str(tmp_path / "k.json"), str(tmp_path / "V.ko.srt"))
     assert events[-1]["note"] == "no speech found"
     assert not (tmp_path / "V.ko.srt").exists()
-
-
-def character_error_rate(reference: str, hypothesis: str) -> float:
-    drop = set(" 　、。,.!?！？「」")
-    ref = [c for c in reference if c not in drop]
-    hyp = [c for c in hypothesis if c not in drop]
-    previous = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        current = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (r != h))
-        previous = current
-    return previous[-1] / len(ref)
 
 
 @pytest.mark.parametrize("decoding", ["batched", "sequential"])
