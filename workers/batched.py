@@ -2,10 +2,14 @@
 at a time with ``model.decode`` (as WhisperX does with faster-whisper), instead of
 ``model.transcribe``'s one window after another.
 
-Why it is faster, on a GPU and on a CPU alike: each decoding step reads every decoder weight
-and the 51,865-token output matrix once, whether for one window or for sixteen, so a batch
-of chunks costs little more per step than one. Word timestamps reuse each chunk's encoder
-output (``workers.alignment``) instead of encoding the audio again.
+Why it is faster: each decoding step reads every decoder weight and the 51,865-token output
+matrix once, whether for one chunk or for sixteen. On a GPU, with compute to spare at one
+chunk, a step for a batch should cost about what a step for one does (not yet measured:
+``bench/gpu.sh``). On the 2-core CPU measured here it does less: the logits
+product took ~11 ms for one chunk, ~23 ms for two and ~25-29 ms for 8 or 16, while every chunk
+costs a full 30 s encoder pass; so speech is not cut finer than 30 s to fill a batch. On any
+device, word timestamps reuse each chunk's encoder output (``workers.alignment``) instead of
+encoding the audio again, and no numba DTW is compiled.
 
 What it gives up, and what guards it: a chunk is decoded with no text before it (AutoKR's
 sequential path runs with ``condition_on_previous_text`` off as well), and a chunk whose
