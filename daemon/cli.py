@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -16,10 +16,12 @@ from loguru import logger
 from daemon import __version__
 from daemon.config import Config, ConfigError, default_config_path, is_set, load_config
 from daemon.errors import AutoKRError, JobNotFound, WorkerFailed
+from daemon.lock import StateLock
 from daemon.logs import setup_logging
-from daemon.store import Job, Store
+from daemon.store import Job, Store, state_space_problem
 from workers.errors import WorkerError
 from workers.media import probe
+from workers.protocol import dumps_json, printable
 
 EXIT_ERROR = 1
 
@@ -28,10 +30,10 @@ def _config(arguments: argparse.Namespace, need_inbox: bool = True, need_state_d
     return load_config(arguments.config, need_inbox=need_inbox, need_state_dir=need_state_dir)
 
 
-def _store(arguments: argparse.Namespace) -> Store | None:
+def _store(arguments: argparse.Namespace, config: Config | None = None) -> Store | None:
     """The daemon's database, or None before the daemon first ran: reading commands must not
     create it (as root, say, in the service's /var/lib/autokr)."""
-    config = _config(arguments, need_inbox=False, need_state_dir=False)
+    config = config or _config(arguments, need_inbox=False, need_state_dir=False)
     if not config.database_path.exists():
         return None
     return Store(config.database_path)
@@ -46,19 +48,25 @@ def command_run(arguments: argparse.Namespace) -> int:
     # Fail now, with a clear message, rather than on the first video.
     find_ffmpeg()
     find_ffprobe()
-    store = Store(config.database_path)
-    flags = Flags()
-    flags.install()
-    logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
+    # Before anything reads or recovers the state: a second daemon must not touch it.
+    lock = StateLock(config.daemon.state_dir)
+    lock.acquire()
     try:
-        stall = os.environ.get("AUTOKR_DEBUG_STALL_AFTER")  # test-only, see Supervisor
-        return Supervisor(config, store, Notifier(), flags, stall_after=float(stall) if stall else None).run()
+        store = Store(config.database_path)
+        flags = Flags()
+        flags.install()
+        logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
+        try:
+            stall = os.environ.get("AUTOKR_DEBUG_STALL_AFTER")  # test-only, see Supervisor
+            return Supervisor(config, store, Notifier(), flags, stall_after=float(stall) if stall else None).run()
+        finally:
+            store.close()
     finally:
-        store.close()
+        lock.release()
 
 
 def _one_line(text: str | None) -> str:
-    return (text or "").replace("\n", "\\n")
+    return printable(text or "")
 
 
 def _models_summary(facts: dict[str, Any]) -> str:
@@ -90,7 +98,8 @@ def _format_table(jobs: list[Job]) -> str:
 
 
 def command_status(arguments: argparse.Namespace) -> int:
-    store = _store(arguments)
+    config = _config(arguments, need_inbox=False, need_state_dir=False)
+    store = _store(arguments, config)
     jobs = []
     if store is not None:
         try:
@@ -98,8 +107,14 @@ def command_status(arguments: argparse.Namespace) -> int:
         finally:
             store.close()
     if arguments.json:
-        print(json.dumps([job.as_public_dict() for job in jobs], ensure_ascii=False, indent=1))
-    elif not jobs:
+        print(dumps_json([job.as_public_dict() for job in jobs], indent=1))
+        return 0
+    # The daemon cannot write its state down when the disk is full, so look at the disk here.
+    state_dir = config.daemon.state_dir
+    problem = state_space_problem(state_dir) if state_dir.exists() else None
+    if problem:
+        print(f"{problem}: AutoKR is paused and carries on by itself once space is freed there")
+    if not jobs:
         print("no videos yet")
     else:
         print(_format_table(jobs))
@@ -114,7 +129,7 @@ def command_retry(arguments: argparse.Namespace) -> int:
         job = store.retry(arguments.job, force=arguments.force)
     finally:
         store.close()
-    print(f"job {job.id} queued at {job.stage}: {job.path}")
+    print(f"job {job.id} queued at {job.stage}: {printable(job.path)}")
     return 0
 
 
@@ -128,7 +143,7 @@ def command_enqueue(arguments: argparse.Namespace) -> int:
         job = store.add(str(path), status.st_size, status.st_mtime_ns, force=arguments.force)
     finally:
         store.close()
-    print(f"job {job.id} queued: {job.path}")
+    print(f"job {job.id} queued: {printable(job.path)}")
     return 0
 
 
@@ -222,20 +237,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(arguments.handler(arguments))
     except ConfigError as error:
-        print(f"autokr: configuration problems in {error.path}:", file=sys.stderr)
+        print(f"autokr: configuration problems in {printable(error.path)}:", file=sys.stderr)
         for problem in error.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  - {printable(problem)}", file=sys.stderr)
         return EXIT_ERROR
     except WorkerFailed as error:
-        print(f"autokr: {error.reason}", file=sys.stderr)
+        print(f"autokr: {printable(error.reason)}", file=sys.stderr)
         if error.stderr_tail:
             print("last worker output:\n  " + error.stderr_tail.replace("\n", "\n  "), file=sys.stderr)
         return EXIT_ERROR
     except (AutoKRError, WorkerError) as error:
-        print(f"autokr: {error}", file=sys.stderr)
+        print(f"autokr: {printable(error)}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as error:
-        print(f"autokr: file not found: {error.filename}", file=sys.stderr)
+        print(f"autokr: file not found: {printable(error.filename)}", file=sys.stderr)
+        return EXIT_ERROR
+    except sqlite3.DatabaseError as error:
+        print(
+            f"autokr: the state database cannot be read ({error}); AutoKR left it as it is. Stop AutoKR, "
+            "move autokr.sqlite3 in the state folder aside and start it again",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130

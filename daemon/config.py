@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -46,25 +47,29 @@ class DaemonSettings:
     """Folders watched recursively for videos (often Plex/Jellyfin library folders)."""
     state_dir: Path = field(default_factory=_default_state_dir, metadata={"type": "path"})
     """Where the SQLite database, work files and downloaded models live."""
-    stable_seconds: float = field(default=10.0, metadata={"type": "number"})
+    stable_seconds: float = field(default=10.0, metadata={"type": "number", "range": (0, 86400)})
     """A file becomes a job once its size and mtime have not changed for this long."""
-    scan_interval_seconds: float = field(default=300.0, metadata={"type": "number"})
+    scan_interval_seconds: float = field(default=300.0, metadata={"type": "number", "range": (0, 86400)})
     """Full rescan of the inboxes this often, for events inotify dropped."""
     write_source_subtitles: bool = field(default=False, metadata={"type": "bool"})
     """Also write ``Video.ja.srt`` (the transcript) beside the video."""
-    max_attempts: int = field(default=3, metadata={"type": "int"})
+    max_attempts: int = field(default=3, metadata={"type": "int", "range": (1, 100)})
     """Attempts at one stage before a job is failed, for causes that may pass."""
-    retry_backoff_seconds: float = field(default=30.0, metadata={"type": "number"})
+    retry_backoff_seconds: float = field(default=30.0, metadata={"type": "number", "range": (0, 86400)})
     """Wait before the first retry; doubled for each further attempt."""
-    worker_stop_seconds: float = field(default=10.0, metadata={"type": "number"})
+    worker_stop_seconds: float = field(default=10.0, metadata={"type": "number", "range": (0, 3600)})
     """On shutdown, how long a worker gets after SIGTERM before SIGKILL."""
-    stage_timeout_seconds: float = field(default=3600.0, metadata={"type": "number"})
+    stage_timeout_seconds: float = field(default=3600.0, metadata={"type": "number", "range": (1, 7 * 86400)})
     """A worker that reports nothing (no progress, no result) for this long is stopped and
     the stage retried: the daemon never waits forever on a hung worker."""
     follow_symlinks: bool = field(default=False, metadata={"type": "bool"})
     """Follow symbolic links in the inbox that point outside it."""
     video_extensions: tuple[str, ...] = field(default=DEFAULT_VIDEO_EXTENSIONS, metadata={"type": "strings"})
     """File name endings treated as videos (case-insensitive)."""
+    memory_max: str = field(default="80%", metadata={"type": "str"})
+    """The service's memory ceiling (systemd ``MemoryMax=``; ``MemoryHigh=`` throttles at 90%
+    of it): a percentage of the machine's memory, a size such as ``12G``, or ``infinity``.
+    Used by ``autokr systemd-unit``; a runaway worker is then ended, not the whole host pressed."""
 
 
 DECODINGS = ("batched", "sequential")
@@ -78,7 +83,7 @@ class ModelSettings:
     """NLLB model name (facebook/nllb-200-distilled-600M, ...), a local directory, or auto."""
     device: str = field(default="auto", metadata={"type": "str"})
     """auto (CUDA when available), cpu, cuda or cuda:N."""
-    videos_per_worker: int = field(default=8, metadata={"type": "int"})
+    videos_per_worker: int = field(default=8, metadata={"type": "int", "range": (1, 1000)})
     """Videos waiting at one stage that one worker process takes (the model loads once)."""
     vad: bool = field(default=True, metadata={"type": "bool"})
     """Voice activity detection (Silero): cues follow the speech, silence and music get none."""
@@ -89,9 +94,9 @@ class ModelSettings:
     decoding: str = field(default="batched", metadata={"type": "str"})
     """batched: speech chunks of up to 30 s decoded many at a time (faster); sequential:
     openai-whisper's sliding 30 s window, each window after the previous one."""
-    transcribe_batch_size: int = field(default=0, metadata={"type": "int"})
+    transcribe_batch_size: int = field(default=0, metadata={"type": "int", "range": (0, 256)})
     """Speech chunks decoded together; 0: as many as free GPU memory allows (16 at most), 8 on CPU."""
-    translate_batch_size: int = field(default=16, metadata={"type": "int"})
+    translate_batch_size: int = field(default=16, metadata={"type": "int", "range": (1, 1024)})
     """Sentences per translation batch."""
     model_dir: Path | None = field(default=None, metadata={"type": "path"})
     """Where named models are downloaded; default ``<state_dir>/models``."""
@@ -183,8 +188,33 @@ def _build_section(cls: type, table: Any, base: Path, problems: list[str], secti
     return cls(**values)
 
 
+MEMORY_PATTERN = re.compile(r"^(infinity|([1-9]\d?|100)%|\d+[KMGT]?)$")
+
+
+def _check_ranges(config: Config, problems: list[str]) -> None:
+    """Every number is finite and inside the range its field declares (``metadata["range"]``)."""
+    for section, cls in SECTIONS.items():
+        settings = getattr(config, section)
+        for spec in fields(cls):
+            if "range" not in spec.metadata:
+                continue
+            low, high = spec.metadata["range"]
+            value = getattr(settings, spec.name)
+            if not (math.isfinite(value) and low <= value <= high):
+                kind = "a whole number" if spec.metadata["type"] == "int" else "a number"
+                problems.append(f"[{section}] {spec.name} must be {kind} from {low} to {high}, not {value!r}")
+
+
 def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_dir: bool) -> None:
     daemon, models, languages = config.daemon, config.models, config.languages
+    _check_ranges(config, problems)
+    if not daemon.video_extensions or not all(extension.strip(".") for extension in daemon.video_extensions):
+        problems.append('[daemon] video_extensions must list at least one file name ending, such as ".mkv"')
+    if not MEMORY_PATTERN.match(daemon.memory_max):
+        problems.append(
+            f"[daemon] memory_max must be a percentage (1% to 100%), a size such as 12G, or infinity, "
+            f"not {daemon.memory_max!r}"
+        )
     if need_inbox and not daemon.inbox:
         problems.append("[daemon] inbox must name at least one folder")
     for folder in daemon.inbox if need_inbox else ():
@@ -197,18 +227,6 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
                 problems.append(f"[daemon] state_dir is not writable: {daemon.state_dir}")
     except OSError as error:
         problems.append(f"[daemon] state_dir cannot be created: {daemon.state_dir} ({error.strerror})")
-    for name in ("stable_seconds", "scan_interval_seconds", "retry_backoff_seconds", "worker_stop_seconds"):
-        if getattr(daemon, name) < 0:
-            problems.append(f"[daemon] {name} must not be negative")
-    if daemon.stage_timeout_seconds <= 0:
-        problems.append("[daemon] stage_timeout_seconds must be more than 0")
-    if daemon.max_attempts < 1:
-        problems.append("[daemon] max_attempts must be at least 1")
-    for name in ("videos_per_worker", "translate_batch_size"):
-        if getattr(models, name) < 1:
-            problems.append(f"[models] {name} must be at least 1")
-    if models.transcribe_batch_size < 0:
-        problems.append("[models] transcribe_batch_size must be 0 (automatic) or more")
     if models.decoding not in DECODINGS:
         problems.append(f"[models] decoding must be batched or sequential, not {models.decoding!r}")
     if not DEVICE_PATTERN.match(models.device):
@@ -247,7 +265,7 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
             continue
         sections[key] = _build_section(SECTIONS[key], value, base, problems, key)
     config = Config(path=path.absolute(), **sections)
-    if config.daemon.video_extensions:
+    if config.daemon.video_extensions and all(isinstance(e, str) for e in config.daemon.video_extensions):
         lowered = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in config.daemon.video_extensions)
         config = replace(config, daemon=replace(config.daemon, video_extensions=lowered))
     _validate(config, problems, need_inbox, need_state_dir)

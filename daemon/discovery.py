@@ -37,8 +37,10 @@ def is_video_name(name: str, extensions: tuple[str, ...]) -> bool:
 
 
 def _inside(path: Path, folders: tuple[Path, ...]) -> bool:
-    resolved = path.resolve()
-    return any(resolved.is_relative_to(folder.resolve()) for folder in folders)
+    # os.path.realpath never raises: a symlink loop resolves to where the loop starts, and the
+    # stat() that follows reports ELOOP for the supervisor to record (Path.resolve raises).
+    resolved = Path(os.path.realpath(path))
+    return any(resolved.is_relative_to(os.path.realpath(folder)) for folder in folders)
 
 
 def _parts_inside_inbox(path: Path, inboxes: tuple[Path, ...]) -> tuple[str, ...]:

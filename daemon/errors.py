@@ -34,6 +34,14 @@ class DatabaseCorrupt(StoreError):
     """The database file is not a usable SQLite database; it is left untouched."""
 
 
+class StateFull(StoreError):
+    """The state folder's disk is full: nothing was written; the daemon pauses until space is back."""
+
+
+class AlreadyRunning(AutoKRError):
+    """Another AutoKR daemon holds the state folder's lock."""
+
+
 class JobNotFound(AutoKRError):
     """No job matches the id or path a person gave."""
 

@@ -2,7 +2,8 @@
 
 Under systemd (``JOURNAL_STREAM`` set) lines carry no timestamp, since journald adds its own,
 and start with the sd-daemon priority prefix (``<3>`` error … ``<7>`` debug), so
-``journalctl -p warning -u autokr`` filters by level.
+``journalctl -p warning -u autokr`` filters by level. Every message has its control characters
+escaped (``workers.protocol.printable``), so one message is one line whatever a file is called.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from typing import Any
 
 from loguru import logger
 
+from workers.protocol import printable
+
 SYSLOG_PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
 
@@ -22,8 +25,15 @@ def _journal_format(record: Any) -> str:
     return f"\\<{priority}>{{message}}\n{{exception}}"
 
 
+def _escape_message(record: Any) -> None:
+    # One record is one journal line: a file name's newline or escape sequence is shown
+    # escaped, never acted on (a name could otherwise forge a log line or colour a terminal).
+    record["message"] = printable(record["message"])
+
+
 def setup_logging(verbose: bool = False) -> None:
     logger.remove()
+    logger.configure(patcher=_escape_message)
     level = "DEBUG" if verbose or os.environ.get("AUTOKR_DEBUG") else "INFO"
     if os.environ.get("JOURNAL_STREAM"):
         logger.add(sys.stderr, level=level, format=_journal_format, colorize=False)

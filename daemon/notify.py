@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import socket
 
+from workers.protocol import printable
+
 
 class Notifier:
     def __init__(self, address: str | None = None) -> None:
@@ -28,7 +30,9 @@ class Notifier:
         if self.socket is None or not self.address:
             return False
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
-        message = "\n".join(f"{key}={value}" for key, value in fields.items())
+        # One assignment per line: a file name's newline must not start a new one
+        # (``x\nWATCHDOG=trigger.mkv``), so every value has its control characters escaped.
+        message = "\n".join(f"{key}={printable(value)}" for key, value in fields.items())
         try:
             self.socket.sendto(message.encode("utf-8"), target)
         except OSError:

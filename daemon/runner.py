@@ -2,6 +2,9 @@
 
 Reading happens on two small threads (stdout events, stderr log), so the daemon's main loop
 never blocks on a worker. The last lines of stderr are kept, so a failure can be explained.
+Whatever a worker writes, the daemon's memory stays bounded: a line is read at most
+``MAX_LINE_BYTES`` at a time (the rest of an over-long line is skipped), and the kept tail is
+``STDERR_TAIL_LINES`` lines of at most ``TAIL_LINE_CHARS`` characters.
 """
 
 from __future__ import annotations
@@ -13,14 +16,43 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import IO
 
 from loguru import logger
 
-from workers.protocol import EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, WorkerEvent, decode_event
+from workers.protocol import (
+    EXIT_OUT_OF_MEMORY,
+    MAX_LINE_BYTES,
+    PARENT_PID_ENV,
+    MalformedEvent,
+    WorkerEvent,
+    decode_event,
+)
 
 STDERR_TAIL_LINES = 25
+TAIL_LINE_CHARS = 1024
+
+
+def bounded_lines(stream: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[tuple[str, int]]:
+    """Yields ``(line, skipped)`` for each line of ``stream``: at most ``limit`` bytes of it,
+    decoded (invalid UTF-8 replaced), and how many bytes beyond that were thrown away."""
+    while True:
+        chunk = stream.readline(limit)
+        if not chunk:
+            return
+        skipped = 0
+        if not chunk.endswith(b"\n"):
+            while True:  # the rest of an over-long line, read and dropped in bounded pieces
+                more = stream.readline(limit)
+                skipped += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+        yield chunk.decode("utf-8", "replace").rstrip("\n"), skipped
+
+
+def _shorten(line: str, limit: int = TAIL_LINE_CHARS) -> str:
+    return line if len(line) <= limit else f"{line[:limit]}… ({len(line) - limit} more characters)"
 
 
 def describe_exit(returncode: int) -> str:
@@ -64,9 +96,6 @@ class WorkerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
         )
         logger.debug("started {} worker pid {}: {}", stage, self.process.pid, command)
         self._readers = [
@@ -80,22 +109,31 @@ class WorkerProcess:
     def pid(self) -> int:
         return self.process.pid
 
-    def _read_events(self, stream: IO[str] | None) -> None:
+    def _read_events(self, stream: IO[bytes] | None) -> None:
         assert stream is not None
-        for line in stream:
-            event = decode_event(line.rstrip("\n"))
+        for line, skipped in bounded_lines(stream):
+            if skipped:
+                self.on_log(f"(skipped a stdout line of {len(line) + skipped} bytes: over {MAX_LINE_BYTES})")
+                continue
+            try:
+                event = decode_event(line)
+            except MalformedEvent as error:
+                self.on_log(f"(skipped a malformed event: {error}: {_shorten(line, 200)})")
+                continue
             if event is not None:
                 self._events.put(event)
                 if self.wake:
                     self.wake.set()
             elif line.strip():
-                self.on_log(line.rstrip())
+                self.on_log(_shorten(line.rstrip()))
 
-    def _read_log(self, stream: IO[str] | None) -> None:
+    def _read_log(self, stream: IO[bytes] | None) -> None:
         assert stream is not None
-        for raw in stream:
+        for raw, skipped in bounded_lines(stream):
             # tqdm-style bars redraw with \r; keep only the last state of such a line.
-            line = raw.rstrip("\n").split("\r")[-1].rstrip()
+            line = _shorten(raw.split("\r")[-1].rstrip())
+            if skipped:
+                line += f" (and {skipped} more bytes)"
             if line:
                 self._tail.append(line)
                 self.on_log(line)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import Config
-from workers.common import temporary_prefix, write_json_atomically
+from workers.common import NAME_MAX, temporary_prefix, write_json_atomically
 
 STAGE_OUTPUT_NAMES = {
     "extract": "audio.wav",
@@ -29,6 +29,15 @@ def subtitle_path(video: Path, language: str) -> Path:
     return video.with_name(f"{video.stem}.{language}.srt")
 
 
+def name_too_long(path: Path) -> bool:
+    """Whether ``path``'s name is longer than its folder's file system allows."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = NAME_MAX
+    return len(os.fsencode(path.name)) > (limit if limit and limit > 0 else NAME_MAX)
+
+
 @dataclass(frozen=True)
 class BatchItem:
     job_id: int
@@ -38,10 +47,19 @@ class BatchItem:
 
 
 def batch_item(
-    config: Config, stage: str, job_id: int, video: Path, force: bool, signature: tuple[int, int] | None = None
+    config: Config,
+    stage: str,
+    job_id: int,
+    video: Path,
+    force: bool,
+    signature: tuple[int, int] | None = None,
+    own_subtitles: dict[str, list[int]] | None = None,
 ) -> BatchItem:
     """``signature``: the video's (size, mtime_ns) when it became a job; the subtitle worker
-    refuses to write beside a video that no longer matches it (replaced or deleted)."""
+    refuses to write beside a video that no longer matches it (replaced or deleted).
+    ``own_subtitles``: path → (size, mtime_ns) of each subtitle AutoKR wrote there before; the
+    subtitle worker replaces a file only while it still matches (decided when it writes).
+    ``force``: a person asked to replace whatever is there (``--force``)."""
     work = job_work_dir(config, job_id)
     if stage == "extract":
         return BatchItem(job_id, video, work / STAGE_OUTPUT_NAMES["extract"], {})
@@ -49,7 +67,7 @@ def batch_item(
     if stage in STAGE_OUTPUT_NAMES:
         return BatchItem(job_id, source, work / STAGE_OUTPUT_NAMES[stage], {})
     languages = config.languages
-    extra: dict[str, Any] = {"overwrite": force, "source_output": None}
+    extra: dict[str, Any] = {"overwrite": force, "source_output": None, "own_subtitles": own_subtitles or {}}
     if signature is not None:
         extra["video"], extra["video_signature"] = str(video), list(signature)
     if config.daemon.write_source_subtitles:

@@ -7,12 +7,20 @@ waits instead of failing; and every read-then-write in ``BEGIN IMMEDIATE`` (sqli
 
 Job states: ``queued`` (waiting at ``stage``), ``running`` (a worker has it), ``done``,
 ``failed``, ``skipped`` (a subtitle already existed) and ``dropped`` (the video vanished).
+
+A video's path is kept losslessly: ``path_key`` holds the bytes of its name as the file system
+has them (a Shift-JIS name is not UTF-8), and is the job's identity; ``path`` holds a readable
+text form for people looking at the file with the ``sqlite3`` shell.
+
+A write that fails because the state folder's disk is full raises ``StateFull``: nothing was
+written (the transaction is rolled back), and the daemon pauses until space is back.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +30,45 @@ from typing import Any
 
 import sqlite_utils
 
-from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, StoreError
+from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, StateFull, StoreError
 from workers.protocol import STAGES
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FIRST_STAGE, LAST_STAGE = STAGES[0], STAGES[-1]
+# Below this much free space (or 16 free inodes) the state folder counts as full: the daemon
+# claims no new work until there is more, and ``autokr status`` says so.
+MIN_STATE_FREE_BYTES = 4 * 1024 * 1024
+MIN_STATE_FREE_INODES = 16
+
+
+def path_key(path: str) -> bytes:
+    """The bytes of a path as the file system has them (the inverse of ``os.fsdecode``)."""
+    return os.fsencode(path)
+
+
+def readable_path(path: str) -> str:
+    """Valid text for the ``path`` column: bytes that are not UTF-8 shown as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def state_space_problem(folder: Path) -> str | None:
+    """``"state folder is full (…)"`` when ``folder``'s disk is (nearly) full, else None."""
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return None
+    free = stats.f_bavail * stats.f_frsize
+    if free < MIN_STATE_FREE_BYTES or (stats.f_files and stats.f_favail < MIN_STATE_FREE_INODES):
+        return f"state folder is full ({free // 1024} KiB free in {folder})"
+    return None
+
+
+def _database_problem(path: Path, error: Exception) -> DatabaseCorrupt:
+    return DatabaseCorrupt(
+        f"{path} is damaged or not a usable SQLite database ({error}); AutoKR left it untouched. "
+        f"Stop AutoKR, move the file aside (mv {path} {path}.damaged) and start it again: it finds your "
+        "videos anew and keeps every subtitle already written."
+    )
 
 
 @dataclass(frozen=True)
@@ -53,6 +95,7 @@ class Job:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Job:
         values = dict(row)
+        values["path"] = os.fsdecode(values.pop("path_key"))
         values["runs"] = json.loads(values["runs"] or "{}")
         values["facts"] = json.loads(values["facts"] or "{}")
         values["force"] = bool(values["force"])
@@ -106,7 +149,15 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db["jobs"].create_index(["state", "stage"])  # type: ignore[union-attr]
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migration_1}
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Paths as bytes (``path_key``), so a file name that is not UTF-8 can be a job."""
+    db.execute("ALTER TABLE jobs ADD COLUMN path_key BLOB")
+    db.execute("UPDATE jobs SET path_key = CAST(path AS BLOB)")  # UTF-8 text: its bytes are the name's
+    db.execute("DROP INDEX IF EXISTS idx_jobs_path")
+    db.execute("CREATE UNIQUE INDEX idx_jobs_path_key ON jobs (path_key)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migration_1, 2: _migration_2}
 
 
 class Store:
@@ -122,10 +173,7 @@ class Store:
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             connection.execute("PRAGMA synchronous = FULL")
         except sqlite3.DatabaseError as error:
-            raise DatabaseCorrupt(
-                f"{path} is not a usable SQLite database ({error}); AutoKR left it untouched. "
-                "Move it aside to start with an empty database."
-            ) from error
+            raise _database_problem(path, error) from error
         if str(mode).lower() != "wal":
             raise StoreError(
                 f"{path}: cannot switch to WAL mode (journal_mode={mode}); is it on a network file system?"
@@ -135,7 +183,8 @@ class Store:
 
     def _refuse_if_unusable(self) -> None:
         """Checks an existing file read-only before anything writes to it: switching to WAL
-        alone rewrites its header, and a database from a newer AutoKR must stay as it is."""
+        alone rewrites its header, a database from a newer AutoKR must stay as it is, and one
+        with damaged pages (``PRAGMA quick_check``) must be refused before it is used."""
         if not self.path.exists():
             return
         try:
@@ -145,13 +194,13 @@ class Store:
                 current = 0
                 if "schema_migrations" in tables:
                     current = connection.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] or 0
+                problems = [row[0] for row in connection.execute("PRAGMA quick_check(3)")]
             finally:
                 connection.close()
         except sqlite3.DatabaseError as error:
-            raise DatabaseCorrupt(
-                f"{self.path} is not a usable SQLite database ({error}); AutoKR left it untouched. "
-                "Move it aside to start with an empty database."
-            ) from error
+            raise _database_problem(self.path, error) from error
+        if problems != ["ok"]:
+            raise _database_problem(self.path, RuntimeError("; ".join(problems)))
         if current > SCHEMA_VERSION:
             raise DatabaseTooNew(
                 f"{self.path} was written by a newer AutoKR (schema {current}, this one knows "
@@ -163,14 +212,29 @@ class Store:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; ``StateFull`` (nothing written) when the disk is full."""
         connection = self.db.conn
-        connection.execute("BEGIN IMMEDIATE")
         try:
-            yield connection
-        except BaseException:
-            connection.execute("ROLLBACK")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                yield connection
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:  # SQLite may have rolled back by itself already
+                    with contextlib.suppress(sqlite3.Error):
+                        connection.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as error:
+            if self._disk_full(error):
+                raise StateFull(state_space_problem(self.path.parent) or f"state folder is full ({error})") from error
             raise
-        connection.execute("COMMIT")
+
+    def _disk_full(self, error: sqlite3.OperationalError) -> bool:
+        name = getattr(error, "sqlite_errorname", "")
+        if name == "SQLITE_FULL" or "database or disk is full" in str(error):
+            return True
+        # Growing the WAL index on a full disk reports an I/O error, not SQLITE_FULL.
+        return name.startswith("SQLITE_IOERR") and state_space_problem(self.path.parent) is not None
 
     def _migrate(self) -> None:
         try:
@@ -193,10 +257,7 @@ class Store:
                         (version, self.clock()),
                     )
         except sqlite3.DatabaseError as error:
-            raise DatabaseCorrupt(
-                f"{self.path} is not a usable SQLite database ({error}); AutoKR left it untouched. "
-                "Move it aside to start with an empty database."
-            ) from error
+            raise _database_problem(self.path, error) from error
 
     # --- reading -------------------------------------------------------------------------
 
@@ -215,7 +276,7 @@ class Store:
         return found[0]
 
     def find(self, path: str) -> Job | None:
-        found = self._rows("path = ?", (path,))
+        found = self._rows("path_key = ?", (path_key(path),))
         return found[0] if found else None
 
     def resolve(self, id_or_path: str) -> Job:
@@ -248,22 +309,31 @@ class Store:
         note: str | None = None,
         force: bool = False,
     ) -> Job:
-        """Records a new video, or starts a known path over (new content, or forced)."""
+        """Records a new video, or starts a known path over (new content, or forced).
+
+        The signatures of the subtitles AutoKR wrote for the path (``facts["subtitles"]``) are
+        kept: they tell AutoKR's own old subtitle from one a person saved."""
         now = self.clock()
+        key = path_key(path)
         with self._write() as connection:
-            existing = connection.execute("SELECT id, generation FROM jobs WHERE path = ?", (path,)).fetchone()
+            existing = connection.execute(
+                "SELECT id, generation, facts FROM jobs WHERE path_key = ?", (key,)
+            ).fetchone()
+            previous = json.loads(existing[2] or "{}") if existing is not None else {}
+            kept = {name: previous[name] for name in ("subtitles", "subtitles_for") if name in previous}
             fresh = dict(
                 size=size, mtime_ns=mtime_ns, state=state, stage=FIRST_STAGE, progress=None, attempts=0,
-                not_before=0, runs="{}", error=error, stderr_tail=None, note=note, force=int(force), facts="{}",
+                not_before=0, runs="{}", error=error, stderr_tail=None, note=note, force=int(force),
+                facts=json.dumps(kept),
             )  # fmt: skip
             if existing is None:
                 connection.execute(
-                    "INSERT INTO jobs (path, generation, created_at, updated_at, "
+                    "INSERT INTO jobs (path_key, path, generation, created_at, updated_at, "
                     + ", ".join(fresh)
-                    + ") VALUES (?, 0, ?, ?, "
+                    + ") VALUES (?, ?, 0, ?, ?, "
                     + ", ".join("?" for _ in fresh)
                     + ")",
-                    (path, now, now, *fresh.values()),
+                    (key, readable_path(path), now, now, *fresh.values()),
                 )
             else:
                 self._update(connection, existing[0], generation=existing[1] + 1, **fresh)
@@ -279,26 +349,39 @@ class Store:
                 self._update(connection, job_id, state="queued", progress=None)
         return [self.get(job_id) for (job_id,) in rows]
 
-    def claim_next_batch(self, limit: int) -> list[Job]:
-        """Claims up to ``limit`` jobs waiting at the earliest stage that has work ready.
+    def next_batch(self, limit: int) -> list[Job]:
+        """Up to ``limit`` jobs waiting at the earliest stage that has work ready (read only;
+        ``claim`` takes them).
 
         Earliest stage first keeps videos that arrive together in one worker per stage, so
-        each model loads once for the whole group. Claiming counts a run of that stage.
+        each model loads once for the whole group.
         """
-        now = self.clock()
+        ready = self._rows("state = 'queued' AND not_before <= ?", (self.clock(),))
+        if not ready:
+            return []
+        stage = min((job.stage for job in ready), key=STAGES.index)
+        return [job for job in ready if job.stage == stage][:limit]
+
+    def claim(self, jobs: list[Job]) -> list[Job]:
+        """Marks ``jobs`` running, counting a run of their stage; returns those still waiting
+        as they were (a job changed meanwhile is left out)."""
+        claimed = []
         with self._write() as connection:
-            ready = connection.execute(
-                "SELECT id, stage FROM jobs WHERE state = 'queued' AND not_before <= ?", (now,)
-            ).fetchall()
-            if not ready:
-                return []
-            stage = min((stage for _, stage in ready), key=STAGES.index)
-            chosen = sorted(job_id for job_id, job_stage in ready if job_stage == stage)[:limit]
-            for job_id in chosen:
-                runs = json.loads(connection.execute("SELECT runs FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
-                runs[stage] = runs.get(stage, 0) + 1
-                self._update(connection, job_id, state="running", progress=0.0, runs=json.dumps(runs))
-        return [self.get(job_id) for job_id in chosen]
+            for job in jobs:
+                row = connection.execute(
+                    "SELECT generation, state, stage, runs FROM jobs WHERE id = ?", (job.id,)
+                ).fetchone()
+                if row is None or tuple(row[:3]) != (job.generation, "queued", job.stage):
+                    continue
+                runs = json.loads(row[3])
+                runs[job.stage] = runs.get(job.stage, 0) + 1
+                self._update(connection, job.id, state="running", progress=0.0, runs=json.dumps(runs))
+                claimed.append(job.id)
+        return [self.get(job_id) for job_id in claimed]
+
+    def claim_next_batch(self, limit: int) -> list[Job]:
+        """``claim(next_batch(limit))``."""
+        return self.claim(self.next_batch(limit))
 
     def _current(self, connection: sqlite3.Connection, job: Job) -> bool:
         """True while the job is still the run we started (not reset or dropped meanwhile)."""
@@ -310,10 +393,12 @@ class Store:
             if self._current(connection, job):
                 self._update(connection, job.id, progress=round(percent, 1))
 
-    def complete_stage(self, job: Job, facts: dict[str, Any], note: str | None = None) -> bool:
+    def complete_stage(self, job: Job, facts: dict[str, Any], note: str | None = None, skipped: bool = False) -> bool:
         """Marks ``job.stage`` complete (its output is durably in place); False if stale.
 
         ``facts`` are merged into the job's facts (e.g. ``transcribe_model``, ``subtitles``).
+        ``skipped``: the last stage found a subtitle it must not replace; the job ends
+        ``skipped`` with ``note`` saying why.
         """
         with self._write() as connection:
             if not self._current(connection, job):
@@ -322,7 +407,7 @@ class Store:
             merged.update(facts)
             if job.stage == LAST_STAGE:
                 self._update(
-                    connection, job.id, state="done", progress=100.0, attempts=0, error=None,
+                    connection, job.id, state="skipped" if skipped else "done", progress=100.0, attempts=0, error=None,
                     stderr_tail=None, facts=json.dumps(merged), note=note, force=0,
                 )  # fmt: skip
             else:
@@ -379,6 +464,17 @@ class Store:
         with self._write() as connection:
             if self._current(connection, job):
                 self._update(connection, job.id, state="queued", progress=None)
+
+    def forget_subtitles(self, job: Job, paths: list[str]) -> None:
+        """AutoKR's own old subtitles at ``paths`` were removed: forget their signatures."""
+        with self._write() as connection:
+            row = connection.execute("SELECT facts FROM jobs WHERE id = ?", (job.id,)).fetchone()
+            if row is None:
+                return
+            facts = json.loads(row[0])
+            subtitles = {path: signature for path, signature in facts.get("subtitles", {}).items() if path not in paths}
+            facts["subtitles"] = subtitles
+            self._update(connection, job.id, facts=json.dumps(facts))
 
     def drop(self, job_id: int, note: str) -> None:
         with self._write() as connection:

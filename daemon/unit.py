@@ -5,9 +5,12 @@ default install (``/opt/autokr``, ``/etc/autokr/autokr.toml``, library under ``/
 a unit test keeps the two identical, so edit the text here.
 
 Only the install-specific lines vary: ``ExecStart=``, the folders the service may write
-(``ReadWritePaths=``), ``TimeoutStopSec=`` (from ``worker_stop_seconds``) and, when the venv, the
-Python it was made from or a video folder lies under /home, /root or /run/user,
-``ProtectHome=tmpfs`` with exactly those folders bound back in.
+(``ReadWritePaths=``), ``TimeoutStopSec=`` (from ``worker_stop_seconds``), the memory ceiling
+(``MemoryMax=``/``MemoryHigh=``, from ``memory_max``) and, when the venv, the Python it was made
+from or a video folder lies under /home, /root or /run/user, ``ProtectHome=tmpfs`` with exactly
+those folders bound back in. Every path is escaped for systemd: ``%`` is a specifier there
+(``%h`` is a home directory) and ``$`` an environment variable in ``ExecStart=``, so a folder
+named ``Anime 100%`` is written ``Anime 100%%``.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class Install:
     read: tuple[Path, ...] = ()
     """Folders it only reads that may lie under a home directory: the venv and its Python."""
     worker_stop_seconds: float = 10.0
+    memory_max: str = "80%"
+    """``[daemon] memory_max``: a percentage, a size (``12G``) or ``infinity``."""
 
     @property
     def under_home(self) -> bool:
@@ -79,23 +84,48 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
         write=tuple(dict.fromkeys(write)),
         read=tuple(dict.fromkeys(path for path in read if hidden_from_service(path))),
         worker_stop_seconds=config.daemon.worker_stop_seconds,
+        memory_max=config.daemon.memory_max,
     )
 
 
-def _quote(path: Path) -> str:
+def _quote(path: Path | str) -> str:
     # systemd's own quoting rules are close enough to the shell's for paths: "..." with \" and \\.
-    text = str(path)
+    # "%" starts a specifier (%h, %n, ...) everywhere in a unit file: "%%" is a plain "%".
+    text = str(path).replace("%", "%%")
     if any(c in text for c in " \"\\'") or not text.isprintable():
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 
 
+def _command_word(text: str) -> str:
+    # ExecStart= also expands $NAME and ${NAME}: "$$" is a plain "$".
+    return shlex.quote(text).replace("%", "%%").replace("$", "$$")
+
+
+def memory_lines(memory_max: str) -> list[str]:
+    """``MemoryHigh=`` (throttling, at 90% of the ceiling) and ``MemoryMax=`` (the ceiling)."""
+    if memory_max == "infinity":
+        return ["MemoryHigh=infinity", "MemoryMax=infinity"]
+    if memory_max.endswith("%"):
+        high = f"{max(1, int(memory_max[:-1]) * 9 // 10)}%"
+    else:
+        multiplier = 1024 ** ("KMGT".index(memory_max[-1]) + 1) if memory_max[-1] in "KMGT" else 1
+        high = str(int(memory_max.rstrip("KMGT")) * multiplier * 9 // 10)
+    return [f"MemoryHigh={high}", f"MemoryMax={memory_max}"]
+
+
 def install_lines(install: Install) -> list[str]:
     """The [Service] lines that depend on where AutoKR, its config and the videos are."""
-    command = " ".join(shlex.quote(part) for part in install.command)
-    lines = [f"ExecStart={command} --config {_quote(install.config)} run"]
+    command = " ".join(_command_word(part) for part in install.command)
+    config = _quote(install.config).replace("$", "$$")
+    lines = [f"ExecStart={command} --config {config} run"]
     stop = math.ceil(install.worker_stop_seconds) + STOP_MARGIN_SECONDS
     lines.append(f"TimeoutStopSec={stop}")
+    lines += [
+        "# A runaway worker is slowed down, then ended (the daemon retries it), before it can press",
+        "# the whole host: [daemon] memory_max (80% of the machine's memory by default).",
+        *memory_lines(install.memory_max),
+    ]
     if install.under_home:
         lines += [
             "# The install or a video folder lies under a home directory: the homes are replaced by",
@@ -184,6 +214,17 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 RemoveIPC=yes
 SystemCallArchitectures=native
+# System calls: what ordinary services need, less whole groups AutoKR never uses. A call
+# outside the list fails with EPERM (rather than killing the process), so a library that
+# probes for an optional call (NUMA, say) falls back instead of crashing. Checked with PyTorch
+# and the CUDA driver (README, Running it as a service); if your GPU stack needs more, relax
+# it with a drop-in holding an empty "SystemCallFilter=" (systemctl edit autokr).
+SystemCallFilter=@system-service
+SystemCallFilter=~@mount @reboot @swap @raw-io @module @debug @cpu-emulation @obsolete @clock
+SystemCallErrorNumber=EPERM
+PrivateMounts=yes
+# A worker's threads (PyTorch, ffmpeg, tokenizers) stay far below this; a fork bomb does not.
+TasksMax=512
 # AF_UNIX: journald and sd_notify; AF_INET/AF_INET6: the first download of a named model from
 # Hugging Face. AF_NETLINK: CUDA and glibc read network interfaces.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
@@ -193,13 +234,16 @@ RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
 #   nvidia-modeset, nvidia-caps); a missing one fails only at the first CUDA call.
 # - MemoryDenyWriteExecute=yes: PyTorch's CPU kernels (oneDNN) and CUDA's PTX compiler generate
 #   machine code at run time.
-# - SystemCallFilter=@system-service: the CUDA driver's system calls are not covered by any
-#   tested filter; enable it only after checking on your own GPU.
 # - PrivateNetwork=yes / IPAddressDeny=any: named models are downloaded on first use. With
 #   models given as local paths, you may add both.
 # - PrivateUsers=yes: videos owned by other users would look owned by nobody, and the
 #   subtitles could not be written beside them.
 # - ProcSubset=pid: PyTorch reads /proc/cpuinfo and /proc/meminfo.
+# - SystemCallFilter=~@resources: OpenMP and PyTorch pin their threads (sched_setaffinity)
+#   and libraries lower their priority (setpriority). ~@privileged: with no capabilities
+#   (CapabilityBoundingSet= above) its calls can do nothing privileged anyway, and chown,
+#   which it holds, is how a subtitle keeps a group a person set on the folder.
+# - UMask=0077: the media server's user must read the subtitles.
 """
 
 FOOTER = """

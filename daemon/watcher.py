@@ -3,6 +3,7 @@ inotify drops events when its queue overflows and sees nothing while the daemon 
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from pathlib import Path
@@ -22,7 +23,7 @@ class _Handler(FileSystemEventHandler):
             return
         for raw in (event.src_path, getattr(event, "dest_path", "")):
             if raw:
-                self.paths.put(Path(raw.decode() if isinstance(raw, bytes) else raw))
+                self.paths.put(Path(os.fsdecode(raw)))  # bytes that are not UTF-8 stay losslessly escaped
         self.wake.set()
 
 

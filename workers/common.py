@@ -23,7 +23,7 @@ from typing import Any
 
 from workers import faults
 from workers.errors import PermanentError, TransientError, WorkerError
-from workers.protocol import EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, encode_event
+from workers.protocol import EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, dumps_json, encode_event
 
 # Temporary files are hidden (leading dot, so media servers and our own scanner ignore them)
 # and carry this marker, so that the daemon can sweep the ones a killed worker left behind.
@@ -159,13 +159,83 @@ def atomic_output(path: Path) -> Iterator[Path]:
             temporary.unlink()
 
 
+def file_signature(path: Path) -> list[int] | None:
+    """``[size, mtime_ns]`` of ``path``: how AutoKR recognises a file it wrote itself."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return [status.st_size, status.st_mtime_ns]
+
+
+_RENAME_NOREPLACE = 1  # linux/fs.h
+
+
+def _rename_noreplace(source: Path, target: Path) -> bool | None:
+    """``renameat2(RENAME_NOREPLACE)``: True when renamed, False when ``target`` exists, None
+    when the system or file system does not offer it."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return None
+    at_fdcwd = -100
+    result = renameat2(at_fdcwd, os.fsencode(source), at_fdcwd, os.fsencode(target), _RENAME_NOREPLACE)
+    if result == 0:
+        return True
+    number = ctypes.get_errno()
+    if number == errno.EEXIST:
+        return False
+    if number in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM):
+        return None
+    raise OSError(number, os.strerror(number), str(target))
+
+
+def place_without_clobbering(temporary: Path, path: Path) -> bool:
+    """Puts the finished ``temporary`` at ``path`` only if nothing is there; False otherwise.
+
+    A hard link is atomic and fails if ``path`` exists, however late it appeared. File systems
+    that refuse hard links (some SMB and FUSE shares) get ``renameat2(RENAME_NOREPLACE)``; where
+    that is missing too, a check just before a plain rename, whose window is the one moment
+    between two system calls (documented in the README).
+    """
+    try:
+        os.link(temporary, path)
+        placed = True
+    except FileExistsError:
+        return False
+    except OSError as error:
+        if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
+            raise
+        renamed = _rename_noreplace(temporary, path)
+        if renamed is None:
+            if os.path.lexists(path):
+                return False
+            os.rename(temporary, path)
+            renamed = True
+        placed = renamed
+    if placed:
+        fsync_directory(path.parent)
+    return placed
+
+
+def remove_own_file(path: Path, signature: list[int] | None) -> bool:
+    """Removes ``path`` only while it is still the file AutoKR wrote (``signature``)."""
+    if not signature or file_signature(path) != list(signature):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+        return True
+    return False
+
+
 def write_atomically(path: Path, data: bytes) -> None:
     with atomic_output(path) as temporary:
         temporary.write_bytes(data)
 
 
 def write_json_atomically(path: Path, value: Any) -> None:
-    write_atomically(path, json.dumps(value, ensure_ascii=False, indent=1).encode("utf-8"))
+    write_atomically(path, dumps_json(value, indent=1).encode("utf-8"))
 
 
 def die_with_parent() -> None:

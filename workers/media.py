@@ -4,6 +4,11 @@ The daemon uses ``probe`` to decide whether a stable file is a video it can work
 extract worker uses it to choose the track and keep the audio's offset on the video's
 timeline. Neither ever goes through a shell: arguments are lists, and input paths are given
 as ``file:`` URLs so that a name such as ``-y.mkv`` is a file, not an option.
+
+Both read only real media containers: ``INPUT_OPTIONS`` limits ffprobe and ffmpeg to the
+demuxers behind the default video extensions and to local files, so a playlist (HLS, concat
+list, image sequence) renamed ``evil.mkv`` is refused as "not a video container" and can make
+them open no other file.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ from pathlib import Path
 from workers.errors import PermanentError, WorkerError
 
 JAPANESE_TAGS = ("jpn", "ja", "jp", "japanese")
+# The demuxers behind DEFAULT_VIDEO_EXTENSIONS (daemon/config.py): mkv/webm → matroska,
+# mp4/m4v/mov → mov, avi, ts/m2ts → mpegts, flv, ogg, wmv → asf, mpg → mpeg (program stream).
+CONTAINER_FORMATS = ("matroska", "mov", "avi", "mpegts", "flv", "ogg", "asf", "mpeg")
+INPUT_OPTIONS = ("-protocol_whitelist", "file", "-format_whitelist", ",".join(CONTAINER_FORMATS))
 
 
 class ToolMissing(WorkerError):
@@ -68,6 +77,8 @@ class MediaInfo:
     duration: float
     audio_tracks: tuple[AudioTrack, ...]
     video_start_time: float | None
+    video_duration: float | None = None
+    """The video stream's own length (its DURATION tag or stream duration), when known."""
 
     def choose_audio(self) -> AudioTrack:
         """The first Japanese-tagged track, else the first audio track."""
@@ -103,13 +114,19 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
         raise PermanentError("the file is empty (0 bytes)")
     command = [
         find_ffprobe(), "-v", "error", "-print_format", "json",
-        "-show_format", "-show_streams", as_input_url(path),
+        "-show_format", "-show_streams", *INPUT_OPTIONS, as_input_url(path),
     ]  # fmt: skip
     try:
         finished = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired as error:
         raise WorkerError(f"ffprobe took longer than {timeout:.0f} s to read the file") from error
     message = finished.stderr.decode("utf-8", "replace").strip().splitlines()
+    refused = [line for line in message if "not on whitelist" in line]
+    if refused:
+        kind = refused[0].partition("[")[2].partition(" @")[0] or "another kind of file"
+        raise PermanentError(
+            f"not a video container (it is {kind}; AutoKR reads {', '.join(CONTAINER_FORMATS)} files only)"
+        )
     if finished.returncode != 0:
         detail = message[-1] if message else f"ffprobe exited with status {finished.returncode}"
         detail = detail.replace(as_input_url(path), "").strip(": ")
@@ -120,6 +137,7 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
         raise PermanentError("not a readable video (no audio or video streams)")
     audio_tracks: list[AudioTrack] = []
     video_start: float | None = None
+    video_duration: float | None = None
     for stream in streams:
         kind = stream.get("codec_type")
         if kind == "audio":
@@ -133,5 +151,16 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
             )
         elif kind == "video" and video_start is None and not stream.get("disposition", {}).get("attached_pic"):
             video_start = _float(stream.get("start_time"))
+            lengths = [_float(stream.get("duration"), -1), _clock(stream.get("tags", {}).get("DURATION"))]
+            video_duration = min((length for length in lengths if length > 0), default=None)
     duration = _float(report.get("format", {}).get("duration"))
-    return MediaInfo(duration=duration, audio_tracks=tuple(audio_tracks), video_start_time=video_start)
+    return MediaInfo(duration, tuple(audio_tracks), video_start, video_duration)
+
+
+def _clock(value: object) -> float:
+    """Matroska's ``DURATION`` tag, ``HH:MM:SS.nnnnnnnnn``, in seconds; -1 when absent."""
+    try:
+        hours, minutes, seconds = str(value).split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return -1.0

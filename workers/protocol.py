@@ -10,16 +10,27 @@ reports on stdout, one JSON object per line behind ``EVENT_PREFIX``:
 - ``{"event": "failed", "item": id, "reason": "...", "permanent": bool}`` for an item that
   cannot be done; the worker goes on with the next item.
 
-Anything else a worker or its libraries print is log text, not protocol.
+Anything else a worker or its libraries print is log text, not protocol. A line is at most
+``MAX_LINE_BYTES`` long; the daemon skips longer ones, and events of the wrong shape, with a
+log line (a misbehaving worker must not take the daemon's memory or its reader down).
+
+Paths travel losslessly: a file name that is not valid UTF-8 (a Shift-JIS name from an old
+Windows disk) is a ``str`` with surrogate escapes in Python (``os.fsdecode``), and
+``dumps_json`` writes those as JSON ``\\udcXX`` escapes, which ``json.loads`` turns back into
+the same ``str``, so ``os.fsencode`` gives back the same bytes.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 EVENT_PREFIX = "@autokr "
+EVENT_KINDS = ("progress", "done", "failed")
+MAX_LINE_BYTES = 64 * 1024
 
 STAGES: tuple[str, ...] = ("extract", "transcribe", "translate", "subtitle")
 
@@ -34,6 +45,10 @@ EXIT_ORPHANED = 4  # the daemon that started the worker is gone
 PARENT_PID_ENV = "AUTOKR_PARENT_PID"
 
 
+class MalformedEvent(ValueError):
+    """A line that claims to be an event (it starts with ``EVENT_PREFIX``) but is not one."""
+
+
 @dataclass(frozen=True)
 class WorkerEvent:
     """One protocol message from a worker."""
@@ -43,18 +58,74 @@ class WorkerEvent:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+def dumps_json(value: Any, indent: int | None = None) -> str:
+    """JSON text that encodes to UTF-8 whatever file names ``value`` holds (see the module's
+    docstring): Japanese stays readable, lone surrogates become ``\\udcXX`` escapes."""
+    text = json.dumps(value, ensure_ascii=False, indent=indent)
+    # Only surrogates cannot be encoded to UTF-8; backslashreplace writes them as \udcXX,
+    # which is also JSON's escape for that code point (they occur only inside strings).
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def encode_event(kind: str, item: str, **facts: Any) -> str:
-    return EVENT_PREFIX + json.dumps({"event": kind, "item": item, **facts}, ensure_ascii=False)
+    return EVENT_PREFIX + dumps_json({"event": kind, "item": item, **facts})
+
+
+def _check_facts(kind: str, facts: dict[str, Any]) -> None:
+    if kind == "progress":
+        percent = facts.get("percent", 0)
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or not math.isfinite(percent):
+            raise MalformedEvent(f"progress percent is not a number: {percent!r}")
+    elif kind == "failed":
+        if not isinstance(facts.get("reason", ""), str) or not isinstance(facts.get("permanent", False), bool):
+            raise MalformedEvent("a failed event needs a text reason and a true/false permanent")
+    elif kind == "done":
+        written = facts.get("written", [])
+        if not isinstance(written, list) or not all(isinstance(path, str) for path in written):
+            raise MalformedEvent("a done event's written must be a list of paths")
+        for name in ("note", "skipped", "model", "decoding"):
+            if facts.get(name) is not None and not isinstance(facts[name], str):
+                raise MalformedEvent(f"a done event's {name} must be text")
 
 
 def decode_event(line: str) -> WorkerEvent | None:
-    """Parses one output line; returns None for ordinary log text."""
+    """Parses one output line; returns None for ordinary log text.
+
+    Raises:
+        MalformedEvent: the line starts with ``EVENT_PREFIX`` but is not a valid event.
+    """
     if not line.startswith(EVENT_PREFIX):
         return None
     try:
         message = json.loads(line[len(EVENT_PREFIX) :])
-        kind = str(message.pop("event"))
-        item = str(message.pop("item"))
-    except (ValueError, KeyError, AttributeError):
-        return None
+    except ValueError as error:
+        raise MalformedEvent(f"not JSON ({error})") from None
+    if not isinstance(message, dict):
+        raise MalformedEvent(f"not a JSON object but {type(message).__name__}")
+    kind, item = message.pop("event", None), message.pop("item", None)
+    if kind not in EVENT_KINDS or not isinstance(item, str):
+        raise MalformedEvent(f"unknown event {kind!r} for item {item!r}")
+    _check_facts(kind, message)
     return WorkerEvent(kind=kind, item=item, facts=message)
+
+
+# C0 and C1 control characters, DEL, and the surrogates that stand for bytes of a file name
+# that are not UTF-8. Line and paragraph separators too: some viewers break lines at them.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    character = match.group()
+    if character in _NAMED:
+        return _NAMED[character]
+    code = ord(character)
+    if 0xDC80 <= code <= 0xDCFF:  # a byte of a non-UTF-8 file name (os.fsdecode)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: object) -> str:
+    """One line of text safe for a terminal, the journal and sd_notify: every control
+    character escaped (``\\n``, ``\\x1b``), non-UTF-8 bytes of a file name as ``\\xNN``."""
+    return _UNPRINTABLE.sub(_escape, str(text))

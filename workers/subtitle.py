@@ -2,27 +2,37 @@
 
 By hand: ``python -m workers.subtitle TRANSLATED.json Video.ko.srt [--source-output Video.ja.srt]``
 
-Files are UTF-8 SRT written atomically. An existing subtitle that AutoKR did not write is
-never replaced unless ``--overwrite`` (``autokr retry --force``) asks for it.
+Files are UTF-8 SRT written atomically. Whether an existing subtitle may be replaced is
+decided at the moment of writing, not when the job was queued: only a file that still has the
+signature (size, mtime) AutoKR recorded for its own subtitle is replaced, and a new file is
+placed without clobbering (``place_without_clobbering``), so a subtitle a person saves while
+the video is being transcribed, or in the last instant before AutoKR's lands, is kept and the
+job ends ``skipped``. ``--overwrite`` (``autokr retry --force``) replaces whatever is there.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import pysubs2
 
+from workers import faults
 from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
+    file_signature,
+    finish_atomically,
     items_from_arguments,
+    place_without_clobbering,
     run_worker,
     start_worker,
-    write_atomically,
+    temporary_path,
 )
 from workers.cues import layout_cues, limits_for
 from workers.errors import PermanentError, TransientError
@@ -40,19 +50,42 @@ def render_srt(segments: list[dict[str, Any]], text_key: str, language: str) -> 
     return subtitles.to_string("srt").encode("utf-8")
 
 
-def place_subtitle(path: Path, content: bytes, overwrite: bool) -> None:
-    """Writes ``content`` to ``path`` atomically, refusing to replace somebody else's file.
+def _same_content(path: Path, content: bytes) -> bool:
+    try:
+        return path.stat().st_size == len(content) and path.read_bytes() == content
+    except OSError:
+        return False
 
-    The same bytes already there are fine: that is our own file from a run whose database
-    commit was interrupted.
+
+def place_subtitle(path: Path, content: bytes, own_signature: list[int] | None, overwrite: bool) -> str | None:
+    """Writes ``content`` to ``path`` atomically unless somebody else's file is there.
+
+    Returns None when ``path`` holds ``content``, else why it was left alone. A file may be
+    replaced when it still has ``own_signature`` (AutoKR wrote it), or when ``overwrite``. The
+    same bytes already there are fine: our own file from a run whose database commit was
+    interrupted.
     """
-    if path.exists() and not overwrite:
-        if path.read_bytes() == content:
-            return
-        raise PermanentError(
-            f"a subtitle already exists at {path}; AutoKR does not overwrite it (autokr retry --force replaces it)"
-        )
-    write_atomically(path, content)
+    temporary = temporary_path(path)
+    try:
+        temporary.write_bytes(content)
+        with open(temporary, "rb+") as handle:
+            os.fsync(handle.fileno())
+        faults.pause_if_armed("before-place", "subtitle", path.name)
+        if place_without_clobbering(temporary, path):
+            return None
+        if _same_content(path, content):
+            return None
+        if overwrite or (own_signature and file_signature(path) == list(own_signature)):
+            finish_atomically(temporary, path)
+            return None
+        return f"{path.name} was not written by AutoKR (someone saved their own); AutoKR left it as it is"
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(temporary)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
 
 
 def _check_video_unchanged(item: Item) -> None:
@@ -79,17 +112,23 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
         # An empty .ko.srt would show up as a useless Korean track in Plex/Jellyfin.
         return {"note": NO_SPEECH_NOTE, "written": []}
     overwrite = bool(item.extra.get("overwrite", False))
+    own = item.extra.get("own_subtitles") or {}
     _check_video_unchanged(item)
-    written = []
     target, source = document.get("target_language", "ko"), document.get("source_language", "ja")
-    place_subtitle(item.output, render_srt(segments, "text", target), overwrite)
-    written.append(str(item.output))
+    refused = place_subtitle(item.output, render_srt(segments, "text", target), own.get(str(item.output)), overwrite)
+    if refused:
+        return {"skipped": refused, "written": []}
+    written, notes = [str(item.output)], []
     source_output = item.extra.get("source_output")
     if source_output:
-        place_subtitle(Path(source_output), render_srt(segments, "source_text", source), overwrite)
-        written.append(str(source_output))
+        content = render_srt(segments, "source_text", source)
+        refused = place_subtitle(Path(source_output), content, own.get(str(source_output)), overwrite)
+        if refused:
+            notes.append(refused)
+        else:
+            written.append(str(source_output))
     progress(100)
-    return {"written": written, "cues": len(segments)}
+    return {"written": written, "cues": len(segments), **({"note": notes[0]} if notes else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -333,7 +333,7 @@ def test_reload_applies_a_new_inbox_and_keeps_running_on_a_broken_config(service
     journal = service.journal()
     assert "reload failed, keeping the old configuration" in journal
     assert "[daemon] inbox must be a list of path strings" in journal
-    assert "[daemon] stable_seconds must not be negative" in journal
+    assert "[daemon] stable_seconds must be a number from 0 to 86400, not -1.0" in journal
 
 
 def test_a_wedged_main_loop_is_killed_by_the_watchdog_and_restarted(service):

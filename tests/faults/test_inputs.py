@@ -11,12 +11,11 @@ import sqlite3
 import subprocess
 import time
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
 from fixtures.daemon import autokr, drop, job_for, rss_kb, start_daemon, status, wait_finished, wait_for, write_config
+from fixtures.disks import fill, small_tmpfs
 from fixtures.media import make_video
 
 pytestmark = pytest.mark.slow
@@ -115,30 +114,6 @@ def test_files_present_at_start_and_a_burst_of_500_each_become_one_job(place, cl
 
 
 # --- 6. Full disk, read-only folder -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[Path]:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        skip_or_fail("a full disk is simulated with a small tmpfs, which needs root")
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def fill(folder: Path, leave: int = 0) -> Path:
-    """Fills the file system of ``folder`` up to ``leave`` bytes."""
-    filler = folder / "filler.bin"
-    with open(filler, "wb") as handle:
-        block = b"\0" * 4096
-        with contextlib.suppress(OSError):
-            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
-                handle.write(block)
-                handle.flush()
-    return filler
 
 
 def test_full_or_read_only_video_folders_fail_clearly_and_succeed_on_retry(

@@ -105,7 +105,11 @@ def test_subtitle_writes_srt_and_never_replaces_somebody_elses(tmp_path):
     assert run_worker("subtitle", str(tmp_path / "k.json"), str(target))[-1]["event"] == "done"  # same bytes: fine
     target.write_text("1\n00:00:00,000 --> 00:00:01,000\n사용자 자막\n", encoding="utf-8")
     refused = run_worker("subtitle", str(tmp_path / "k.json"), str(target))[-1]
-    assert refused["event"] == "failed" and "does not overwrite" in refused["reason"]
+    assert refused["event"] == "done" and refused["written"] == []
+    assert (
+        refused["skipped"]
+        == "Video.ko.srt was not written by AutoKR (someone saved their own); AutoKR left it as it is"
+    )
     assert "사용자 자막" in target.read_text(encoding="utf-8")
 
 

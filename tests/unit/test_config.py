@@ -38,12 +38,12 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     assert caught.value.path == path
     assert f"[daemon] inbox folder does not exist: {tmp_path / 'missing'}" in problems
     assert "[daemon] stable_seconds must be a number, not 'ten'" in problems
-    assert "[daemon] max_attempts must be at least 1" in problems
+    assert "[daemon] max_attempts must be a whole number from 1 to 100, not 0" in problems
     assert "unknown key [daemon] colour" in problems
     assert "unknown section [extra]" in problems
     assert any(p.startswith("[models] device must be") for p in problems)
     assert "[models] decoding must be batched or sequential, not 'fast'" in problems
-    assert "[models] transcribe_batch_size must be 0 (automatic) or more" in problems
+    assert "[models] transcribe_batch_size must be a whole number from 0 to 256, not -1" in problems
     assert any(p.startswith("[languages] target 'xx' is not supported") for p in problems)
 
 

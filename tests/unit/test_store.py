@@ -1,5 +1,6 @@
 """The job store's contract, on real SQLite files."""
 
+import os
 import sqlite3
 import threading
 
@@ -108,7 +109,7 @@ def test_database_settings(store):
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert connection.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
-    assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+    assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,)]
 
 
 def test_a_second_writer_waits_instead_of_failing(tmp_path):
@@ -149,3 +150,73 @@ def test_corrupt_or_newer_database_is_refused_and_left_untouched(tmp_path):
     with pytest.raises(DatabaseTooNew, match="newer AutoKR"):
         Store(newer)
     assert newer.read_bytes() == before
+
+
+# The schema exactly as release 0.1.0 (schema 1) wrote it, and one of its rows.
+SCHEMA_1 = """
+CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL);
+CREATE TABLE "jobs" (
+   "id" INTEGER PRIMARY KEY, "path" TEXT NOT NULL, "size" INTEGER, "mtime_ns" INTEGER,
+   "state" TEXT NOT NULL, "stage" TEXT NOT NULL, "progress" REAL,
+   "attempts" INTEGER NOT NULL DEFAULT 0, "not_before" REAL DEFAULT 0,
+   "runs" TEXT NOT NULL DEFAULT '{}', "error" TEXT, "stderr_tail" TEXT, "note" TEXT,
+   "generation" INTEGER NOT NULL DEFAULT 0, "force" INTEGER DEFAULT 0,
+   "facts" TEXT NOT NULL DEFAULT '{}', "created_at" REAL, "updated_at" REAL
+);
+CREATE UNIQUE INDEX "idx_jobs_path" ON "jobs" ("path");
+CREATE INDEX "idx_jobs_state_stage" ON "jobs" ("state", "stage");
+INSERT INTO schema_migrations VALUES (1, 0);
+INSERT INTO jobs (path, size, mtime_ns, state, stage, runs, facts, created_at, updated_at)
+VALUES ('/inbox/猫 - 01.mkv', 10, 5, 'done', 'subtitle', '{"extract": 1}',
+        '{"subtitles": {"/inbox/猫 - 01.ko.srt": [3, 4]}}', 1, 1);
+"""
+
+
+def test_migration_2_keeps_every_job_of_a_schema_1_database_and_takes_bytes_paths(tmp_path):
+    path = tmp_path / "autokr.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(SCHEMA_1)
+    store = Store(path)
+    try:
+        (job,) = store.jobs()
+        assert (job.path, job.state, job.runs) == ("/inbox/猫 - 01.mkv", "done", {"extract": 1})
+        assert store.find("/inbox/猫 - 01.mkv") == job
+        # The same path again is the same job (unique on the bytes), not a second one.
+        assert store.add("/inbox/猫 - 01.mkv", 11, 6).id == job.id and len(store.jobs()) == 1
+        shift_jis = os.fsdecode("/inbox/猫の話.mkv".encode("shift_jis"))
+        added = store.add(shift_jis, 1, 1)
+        assert os.fsencode(store.get(added.id).path) == "/inbox/猫の話.mkv".encode("shift_jis")
+        assert store.db.execute("SELECT path FROM jobs WHERE id = ?", (added.id,)).fetchone()[0] == (
+            "/inbox/\\x94L\\x82\u0318b.mkv"  # text for the sqlite3 shell (\\xcc\\x98 happens to be UTF-8)
+        )
+        versions = store.db.execute("SELECT version FROM schema_migrations").fetchall()
+    finally:
+        store.close()
+    assert versions == [(1,), (2,)]
+
+
+def test_a_replaced_video_keeps_the_signatures_of_autokrs_own_subtitles(store):
+    job = store.add("/a.mkv", 1, 1)
+    for _ in range(4):
+        (claimed,) = store.claim_next_batch(1)
+        store.complete_stage(claimed, {"subtitles": {"/a.ko.srt": [7, 8]}, "subtitles_for": [1, 1]})
+    again = store.add("/a.mkv", 2, 2)  # new content under the same name
+    assert again.id == job.id and again.state == "queued"
+    assert again.facts == {"subtitles": {"/a.ko.srt": [7, 8]}, "subtitles_for": [1, 1]}
+
+
+def test_a_database_with_damaged_pages_is_refused_and_left_byte_identical(tmp_path):
+    path = tmp_path / "autokr.sqlite3"
+    store = Store(path)
+    for number in range(400):
+        store.add(f"/inbox/{'long name ' * 8}{number}.mkv", 1, 1)
+    store.close()
+    data = bytearray(path.read_bytes())
+    page_size = int.from_bytes(data[16:18], "big")
+    for page in range(6, 11):  # the b-tree headers of pages 6-10; the file header stays valid
+        data[(page - 1) * page_size : (page - 1) * page_size + 8] = b"\xde\xad\xbe\xef" * 2
+    path.write_bytes(bytes(data))
+    with pytest.raises(DatabaseCorrupt, match="damaged") as caught:
+        Store(path)
+    assert str(path) in str(caught.value) and "move the file aside" in str(caught.value)
+    assert path.read_bytes() == bytes(data)
