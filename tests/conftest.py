@@ -76,6 +76,22 @@ def speech_reference() -> str:
     return shared_sample("neko_ja.reference.txt").read_text(encoding="utf-8").strip()
 
 
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1 s video with a tone, made once per module (the fault suite's usual input)."""
+    from fixtures.media import make_video
+
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mkv", seconds=1)
+
+
+@pytest.fixture
+def place(tmp_path: Path) -> dict[str, Path]:
+    """A test's own folder with an empty inbox in it."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    return {"root": tmp_path, "inbox": inbox}
+
+
 @pytest.fixture
 def ledger() -> Ledger:
     """The fault suite's tally of faults injected and jobs checked (tests/faults)."""

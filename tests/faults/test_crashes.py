@@ -46,13 +46,6 @@ def reference(tmp_path_factory, videos, tiny_whisper, tiny_nllb) -> dict[str, by
     return {kind: (inbox / f"{kind}.ko.srt").read_bytes() for kind in videos}
 
 
-@pytest.fixture
-def place(tmp_path: Path) -> dict[str, Path]:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    return {"root": tmp_path, "inbox": inbox}
-
-
 def processes_mentioning(text: str) -> list[int]:
     """Live processes whose command line contains ``text`` (a test's own folder)."""
     found = []

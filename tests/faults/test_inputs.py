@@ -16,21 +16,8 @@ from pathlib import Path
 import pytest
 from fixtures.daemon import autokr, drop, job_for, rss_kb, start_daemon, status, wait_finished, wait_for, write_config
 from fixtures.disks import fill, small_tmpfs
-from fixtures.media import make_video
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("media") / "clip.mkv", seconds=1)
-
-
-@pytest.fixture
-def place(tmp_path: Path) -> dict[str, Path]:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    return {"root": tmp_path, "inbox": inbox}
 
 
 def names_of(jobs: list[dict]) -> list[str]:

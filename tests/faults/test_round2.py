@@ -32,22 +32,11 @@ from fixtures.daemon import (
     wait_for,
     write_config,
 )
+from fixtures.database import damage_pages
 from fixtures.disks import fill, small_tmpfs
 from fixtures.media import ffmpeg, make_video
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("media") / "clip.mkv", seconds=1)
-
-
-@pytest.fixture
-def place(tmp_path: Path) -> dict[str, Path]:
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    return {"root": tmp_path, "inbox": inbox}
 
 
 class NotifySocket:
@@ -399,11 +388,7 @@ def test_9_a_database_with_damaged_pages_is_refused_by_run_and_status_alike(plac
     for number in range(400):
         store.add(f"{place['inbox']}/{'Episode name ' * 6}{number}.mkv", 1, 1)
     store.close()
-    data = bytearray(database.read_bytes())
-    page_size = int.from_bytes(data[16:18], "big")
-    for page in range(6, 11):  # 8 bytes of pages 6-10; the file's header stays valid
-        data[(page - 1) * page_size : (page - 1) * page_size + 8] = b"\xde\xad\xbe\xef" * 2
-    database.write_bytes(bytes(data))
+    data = damage_pages(database)
     config = write_config(place["root"] / "autokr.toml", place["inbox"], state, tiny_whisper, tiny_nllb)
     for command in ("run", "status"):
         result = autokr(config, command, check=False)
@@ -411,7 +396,7 @@ def test_9_a_database_with_damaged_pages_is_refused_by_run_and_status_alike(plac
         assert "Traceback" not in result.stderr and "ready:" not in result.stderr
         assert result.stderr.startswith(f"autokr: {database} is damaged or not a usable SQLite database")
         assert "move the file aside" in result.stderr and len(result.stderr.splitlines()) == 1
-        assert database.read_bytes() == bytes(data), command
+        assert database.read_bytes() == data, command
 
 
 # --- 10. Worker output is bounded and cannot kill the reader --------------------------------

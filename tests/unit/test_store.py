@@ -5,6 +5,7 @@ import sqlite3
 import threading
 
 import pytest
+from fixtures.database import damage_pages
 
 from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound
 from daemon.store import Store
@@ -211,12 +212,8 @@ def test_a_database_with_damaged_pages_is_refused_and_left_byte_identical(tmp_pa
     for number in range(400):
         store.add(f"/inbox/{'long name ' * 8}{number}.mkv", 1, 1)
     store.close()
-    data = bytearray(path.read_bytes())
-    page_size = int.from_bytes(data[16:18], "big")
-    for page in range(6, 11):  # the b-tree headers of pages 6-10; the file header stays valid
-        data[(page - 1) * page_size : (page - 1) * page_size + 8] = b"\xde\xad\xbe\xef" * 2
-    path.write_bytes(bytes(data))
+    data = damage_pages(path)
     with pytest.raises(DatabaseCorrupt, match="damaged") as caught:
         Store(path)
     assert str(path) in str(caught.value) and "move the file aside" in str(caught.value)
-    assert path.read_bytes() == bytes(data)
+    assert path.read_bytes() == data
