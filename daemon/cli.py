@@ -76,7 +76,7 @@ def _models_summary(facts: dict[str, Any]) -> str:
         model = facts.get(f"{stage}_model")
         if not model:
             continue
-        how = [facts[f"{stage}_decoding"]] if facts.get(f"{stage}_decoding") else []
+        how = [facts[f"{stage}_{fact}"] for fact in ("engine", "decoding") if facts.get(f"{stage}_{fact}")]
         if facts.get(f"{stage}_batch_size"):
             how.append(f"×{facts[f'{stage}_batch_size']}")
         parts.append(" ".join([Path(str(model)).name, *how]))

@@ -73,6 +73,8 @@ class DaemonSettings:
 
 
 DECODINGS = ("batched", "sequential")
+ENGINES = ("ctranslate2", "torch")
+COMPUTE_TYPES = ("auto", "int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16", "bfloat16", "float32")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,13 @@ class ModelSettings:
     """Drop segments Whisper likely invented (loops, repeats, outro phrases over silence)."""
     condition_on_previous_text: bool = field(default=False, metadata={"type": "bool"})
     """Feed Whisper the previous window's text (off: on Japanese it feeds repetition loops)."""
+    engine: str = field(default="ctranslate2", metadata={"type": "str"})
+    """ctranslate2 (int8 on a CPU, float16 on CUDA; the model is converted once into
+    ``<model_dir>/ctranslate2``) or torch (transformers, the reference). Translation only so far:
+    transcription runs on openai-whisper (torch) whatever this says."""
+    compute_type: str = field(default="auto", metadata={"type": "str"})
+    """CTranslate2's number format: auto (int8 on a CPU, float16 on CUDA), int8, int8_float16,
+    float16, bfloat16, float32, ..."""
     decoding: str = field(default="batched", metadata={"type": "str"})
     """batched: speech chunks of up to 30 s decoded many at a time (faster); sequential:
     openai-whisper's sliding 30 s window, each window after the previous one."""
@@ -227,6 +236,10 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
                 problems.append(f"[daemon] state_dir is not writable: {daemon.state_dir}")
     except OSError as error:
         problems.append(f"[daemon] state_dir cannot be created: {daemon.state_dir} ({error.strerror})")
+    if models.engine not in ENGINES:
+        problems.append(f"[models] engine must be ctranslate2 or torch, not {models.engine!r}")
+    if models.compute_type not in COMPUTE_TYPES:
+        problems.append(f"[models] compute_type must be one of {', '.join(COMPUTE_TYPES)}, not {models.compute_type!r}")
     if models.decoding not in DECODINGS:
         problems.append(f"[models] decoding must be batched or sequential, not {models.decoding!r}")
     if not DEVICE_PATTERN.match(models.device):

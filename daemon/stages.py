@@ -96,7 +96,8 @@ def stage_options(config: Config, stage: str) -> list[str]:
         return [
             "--model", models.translator, "--source", languages.source, "--target", languages.target,
             "--device", models.device, "--batch-size", str(models.translate_batch_size),
-            "--model-dir", str(config.model_dir / "huggingface"),
+            "--model-dir", str(config.model_dir / "huggingface"), "--engine", models.engine,
+            "--compute-type", models.compute_type, "--converted-dir", str(config.model_dir / "ctranslate2"),
         ]  # fmt: skip
     return []
 

@@ -39,6 +39,7 @@ FIRST_STAGE, LAST_STAGE = STAGES[0], STAGES[-1]
 # claims no new work until there is more, and ``autokr status`` says so.
 MIN_STATE_FREE_BYTES = 4 * 1024 * 1024
 MIN_STATE_FREE_INODES = 16
+MODEL_FACTS = ("_model", "_batch_size", "_decoding", "_engine")  # what made a job's subtitles
 
 
 def path_key(path: str) -> bytes:
@@ -114,7 +115,9 @@ class Job:
             "runs": self.runs,
             "attempts": self.attempts,
             "stderr_tail": self.stderr_tail,
-            "models": {k: v for k, v in self.facts.items() if k.endswith(("_model", "_batch_size", "_decoding"))},
+            "models": {
+                k: v for k, v in self.facts.items() if k.endswith(("_model", "_batch_size", "_decoding", "_engine"))
+            },
             "updated_at": self.updated_at,
         }
 

@@ -504,7 +504,7 @@ class Supervisor:
         recorded: dict[str, Any] = {}
         if facts.get("model"):
             recorded[f"{batch.stage}_model"] = facts["model"]
-        for fact in ("batch_size", "decoding"):
+        for fact in ("batch_size", "decoding", "engine"):
             if facts.get(fact):
                 recorded[f"{batch.stage}_{fact}"] = facts[fact]
         skipped = str(facts.get("skipped") or "") if batch.stage == LAST_STAGE else ""

@@ -261,8 +261,10 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError, matched by name so this module stays torch-free.
-    return type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in str(error)
+    # torch.cuda.OutOfMemoryError, matched by name so this module stays torch-free; CTranslate2
+    # raises a RuntimeError "CUDA failed with error out of memory".
+    text = str(error)
+    return type(error).__name__ == "OutOfMemoryError" or "CUDA out of memory" in text or "error out of memory" in text
 
 
 def start_worker(stage: str) -> None:

@@ -9,14 +9,17 @@ from typing import Any
 
 import torch
 
-GB = 1000**3
-# (free GPU memory at stage start, model) from the design card: the first that fits wins.
-WHISPER_BY_FREE_MEMORY = ((12 * GB, "large-v3"), (8 * GB, "medium"), (0, "small"))
-TRANSLATOR_BY_FREE_MEMORY = (
-    (12 * GB, "facebook/nllb-200-1.3B"),
-    (0, "facebook/nllb-200-distilled-600M"),
+from workers.catalog import (  # noqa: F401 - re-exported: the torch engine's callers import them from here
+    CPU_TRANSLATOR,
+    CPU_WHISPER,
+    GB,
+    SMALLER_TRANSLATOR,
+    SMALLER_WHISPER,
+    TRANSLATOR_BY_FREE_MEMORY,
+    WHISPER_BY_FREE_MEMORY,
+    step_down,
 )
-CPU_WHISPER = "small"
+
 # (audio layers, text layers, width, vocabulary) → the named model with that shape.
 WHISPER_SHAPES = {
     (4, 4, 384, 51864): "tiny.en", (4, 4, 384, 51865): "tiny",
@@ -26,7 +29,6 @@ WHISPER_SHAPES = {
     (32, 32, 1280, 51865): "large-v2", (32, 32, 1280, 51866): "large-v3",
     (32, 4, 1280, 51866): "turbo",
 }  # fmt: skip
-CPU_TRANSLATOR = "facebook/nllb-200-distilled-600M"
 
 
 def log(message: str) -> None:
@@ -66,25 +68,6 @@ def choose_whisper(requested: str, device: str) -> str:
 
 def choose_translator(requested: str, device: str) -> str:
     return _choose(requested, device, TRANSLATOR_BY_FREE_MEMORY, CPU_TRANSLATOR, "translator")
-
-
-# After a GPU out-of-memory, each memory level steps down: the batch first (halved while it can
-# be), then the model, along these chains (a model outside them, e.g. a path, is kept).
-SMALLER_WHISPER = ("large-v3", "large-v2", "medium", "small", "base", "tiny")
-SMALLER_TRANSLATOR = (
-    "facebook/nllb-200-3.3B", "facebook/nllb-200-1.3B", "facebook/nllb-200-distilled-1.3B",
-    "facebook/nllb-200-distilled-600M",
-)  # fmt: skip
-
-
-def step_down(model: str, batch_size: int, level: int, chain: tuple[str, ...]) -> tuple[str, int]:
-    """(model, batch size) for memory ``level``: halve the batch ``level`` times while it is
-    above 1, then take the next smaller model for each level left."""
-    while level > 0 and batch_size > 1:
-        batch_size, level = batch_size // 2, level - 1
-    if level > 0 and model in chain:
-        model = chain[min(chain.index(model) + level, len(chain) - 1)]
-    return model, batch_size
 
 
 # Batched decoding: chunks decoded together at memory level 0 (halved at each level after a

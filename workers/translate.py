@@ -1,8 +1,12 @@
-"""Stage 3: Japanese segments → Korean segments with NLLB-200 (transformers + sentencepiece).
+"""Stage 3: Japanese segments → Korean segments with NLLB-200.
 
 By hand: ``python -m workers.translate SEGMENTS.json OUT.json --model facebook/nllb-200-distilled-600M``
 (``--model`` also takes a local model directory). Sentences are sorted by length and
 translated in batches; the model loads once per process, for every item in the manifest.
+
+Two engines: ``ctranslate2`` (the default: int8 on a CPU, float16 on CUDA; the model is
+converted once, see ``workers/ct2.py``, and this process then imports no torch) and ``torch``
+(transformers, the reference).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +23,13 @@ from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
+    emit,
     items_from_arguments,
     run_worker,
     start_worker,
     write_json_atomically,
 )
-from workers.errors import PermanentError
+from workers.errors import PermanentError, TransientError
 from workers.languages import nllb_code
 from workers.sentences import join_source, regroup, sentence_groups
 
@@ -90,9 +96,65 @@ def translate_texts(
     return results
 
 
+ENGINES = ("ctranslate2", "torch")
+TranslateFunction = Callable[[list[str], str, int, Callable[[float], None]], list[str]]
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A translator ready to use, whichever engine it runs on."""
+
+    model: str
+    batch_size: int
+    translate: TranslateFunction
+    """(texts, target language code, beams, progress) → translations in the same order."""
+    engine: str
+    """What ``autokr status`` shows: ``ctranslate2 int8``, ``torch float16``, ..."""
+    on_gpu: bool
+
+
+def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
+    from workers import ct2
+    from workers.catalog import CPU_TRANSLATOR, SMALLER_TRANSLATOR, TRANSLATOR_BY_FREE_MEMORY, step_down
+
+    device, index = ct2.resolve_device(arguments.device)
+    model_name = arguments.model
+    if model_name == "auto":
+        free = ct2.free_gpu_memory(index) if device == "cuda" else None
+        model_name = next((name for minimum, name in TRANSLATOR_BY_FREE_MEMORY if free and free >= minimum), None)
+        model_name = model_name or CPU_TRANSLATOR
+        ct2.log(f"auto translator: {model_name} ({'CPU' if free is None else f'{free / ct2.GB:.1f} GB free'})")
+    model_name, batch_size = step_down(model_name, arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR)
+    compute = ct2.compute_type(arguments.compute_type, device)
+    folder = ct2.nllb_folder(model_name, arguments.converted_dir, compute)
+    translator = ct2.NllbTranslator(folder, device, index, compute, source_code)
+
+    def translate(texts: list[str], target_code: str, beams: int, progress: Callable[[float], None]) -> list[str]:
+        return ct2.translate_texts(
+            texts, translator, target_code, lambda lengths: token_batches(lengths, batch_size), beams, progress
+        )
+
+    return Loaded(model_name, batch_size, translate, f"ctranslate2 {compute}", device == "cuda")
+
+
+def _translator_on_torch(arguments: Any, source_code: str) -> Loaded:
+    from workers.models import SMALLER_TRANSLATOR, choose_translator, load_translator, resolve_device, step_down
+
+    device = resolve_device(arguments.device)
+    model_name, batch_size = step_down(
+        choose_translator(arguments.model, device), arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR
+    )
+    tokenizer, model = load_translator(model_name, device, source_code, arguments.model_dir)
+
+    def translate(texts: list[str], target_code: str, beams: int, progress: Callable[[float], None]) -> list[str]:
+        return translate_texts(texts, tokenizer, model, target_code, batch_size, beams, progress)
+
+    on_gpu = device.startswith("cuda")
+    return Loaded(model_name, batch_size, translate, "torch " + ("float16" if on_gpu else "float32"), on_gpu)
+
+
 def main(argv: list[str] | None = None) -> int:
     start_worker("translate")
-    from workers.models import SMALLER_TRANSLATOR, choose_translator, load_translator, log, resolve_device, step_down
 
     parser = base_parser(__doc__.splitlines()[0], "transcript JSON", "translated JSON to write")
     parser.add_argument("--model", default="auto", help="hub name, local directory, or auto")
@@ -102,21 +164,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16, help="sentences per generate() call")
     parser.add_argument("--num-beams", type=int, help="default: 4 on a GPU, 1 (greedy) on CPU")
     parser.add_argument("--model-dir", type=Path, help="where hub models are downloaded and cached")
+    parser.add_argument("--engine", choices=ENGINES, default="ctranslate2")
+    parser.add_argument(
+        "--converted-dir", type=Path, default=Path.home() / ".cache" / "autokr" / "ctranslate2",
+        help="where models converted to CTranslate2 are kept",
+    )  # fmt: skip
+    parser.add_argument("--compute-type", default="auto", help="CTranslate2: auto (int8 on CPU, float16 on CUDA), ...")
     parser.add_argument(
         "--memory-level", type=int, default=0, help="after GPU OOM: halve the batch, then smaller model"
     )
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 
-    device = resolve_device(arguments.device)
-    model_name, batch_size = step_down(
-        choose_translator(arguments.model, device), arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR
-    )
-    if arguments.memory_level:
-        log(f"memory level {arguments.memory_level}: {model_name}, batches of {batch_size}")
     source_code, target_code = nllb_code(arguments.source), nllb_code(arguments.target)
-    tokenizer, model = load_translator(model_name, device, source_code, arguments.model_dir)
-    num_beams = arguments.num_beams or (4 if device.startswith("cuda") else 1)
+    load = _translator_on_ctranslate2 if arguments.engine == "ctranslate2" else _translator_on_torch
+    try:
+        loaded = load(arguments, source_code)
+    except (PermanentError, TransientError) as error:
+        for item in items:  # the model cannot be had: every video says why
+            emit("failed", item.id, reason=str(error), permanent=isinstance(error, PermanentError))
+        return 0
+    if arguments.memory_level:
+        print(f"memory level {arguments.memory_level}: {loaded.model}, batches of {loaded.batch_size}", file=sys.stderr)
+    num_beams = arguments.num_beams or (4 if loaded.on_gpu else 1)
 
     def translate(item: Item, progress: ProgressCallback) -> dict[str, Any]:
         try:
@@ -127,18 +197,19 @@ def main(argv: list[str] | None = None) -> int:
         # Whole sentences are translated, then spread back over their segments (sentences.py).
         groups = sentence_groups(segments)
         texts = [join_source([segments[i]["text"] for i in group], arguments.source) for group in groups]
-        faults.raise_out_of_memory_if_armed("translate", batch_size)
-        translated = translate_texts(texts, tokenizer, model, target_code, batch_size, num_beams, progress)
+        faults.raise_out_of_memory_if_armed("translate", loaded.batch_size)
+        translated = loaded.translate(texts, target_code, num_beams, progress)
         document = {
             "source_language": arguments.source,
             "target_language": arguments.target,
-            "model": model_name,
+            "model": loaded.model,
             "transcription_model": transcript.get("model"),
             "segments": regroup(segments, groups, translated),
         }
         item.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(item.output, document)
-        return {"model": model_name, "batch_size": batch_size, "segments": len(segments)}
+        facts = {"model": loaded.model, "batch_size": loaded.batch_size, "engine": loaded.engine}
+        return {**facts, "segments": len(segments)}
 
     return run_worker(items, translate)
 

@@ -155,10 +155,11 @@ def test_sigterm_stops_the_worker_politely_and_the_job_resumes(folders, tiny_whi
     assert job["runs"]["extract"] == 1 and job["runs"]["transcribe"] == 2
 
 
-def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny_nllb, tone_video):
+@pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
+def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny_nllb, tone_video, engine):
     for number in range(8):
         drop(tone_video, folders["inbox"], f"Clip {number}.mkv")
-    daemon = start_daemon(folders, tiny_whisper, tiny_nllb)
+    daemon = start_daemon(folders, tiny_whisper, tiny_nllb, engine=engine)
     try:
         for number in range(8):
             wait_done(daemon, f"Clip {number}.mkv")
@@ -176,8 +177,12 @@ def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny
     models = status(daemon.config)[0]["models"]
     assert models["transcribe_decoding"] == "batched" and models["transcribe_batch_size"] == 8  # CPU default
     assert models["translate_batch_size"] == 16
+    how = "ctranslate2 int8" if engine == "ctranslate2" else "torch float32"  # CPU defaults
+    assert models["translate_engine"] == how
     table = autokr(daemon.config, "status").stdout
-    assert f"{tiny_whisper.name} batched ×8 → {tiny_nllb.name} ×16" in table, table
+    assert f"{tiny_whisper.name} batched ×8 → {tiny_nllb.name} {how} ×16" in table, table
+    korean = {(folders["inbox"] / f"Clip {number}.ko.srt").read_text(encoding="utf-8") for number in range(8)}
+    assert len(korean) == 1 and any("가" <= c <= "힣" for c in korean.pop())  # the same Korean for each
 
 
 def test_idle_daemon_is_small_and_never_loads_torch(folders, tiny_whisper, tiny_nllb, tone_video):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import array
 import json
+import os
+import shutil
 import subprocess
 import sys
 import wave
@@ -80,15 +82,86 @@ def test_transcribe_loads_a_checkpoint_by_path(tmp_path, tiny_whisper):
     assert (document["speech"], document["segments"]) == ([], [])
 
 
-def test_translate_with_a_tiny_nllb_emits_korean(tmp_path, tiny_nllb):
+@pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
+def test_translate_with_a_tiny_nllb_emits_korean(tmp_path, tiny_nllb, engine):
     segments = [{"start": i, "end": i + 1, "text": source} for i, (source, _) in enumerate(SENTENCE_PAIRS[:4])]
     (tmp_path / "t.json").write_text(json.dumps({"segments": segments}), encoding="utf-8")
     events = run_worker("translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
-                        "--model", str(tiny_nllb), "--device", "cpu", "--batch-size", "3")  # fmt: skip
+                        "--model", str(tiny_nllb), "--device", "cpu", "--batch-size", "3", "--engine", engine,
+                        "--converted-dir", str(tmp_path / "converted"))  # fmt: skip
     assert events[-1]["event"] == "done"
+    assert events[-1]["engine"] == ("ctranslate2 int8" if engine == "ctranslate2" else "torch float32")
     translated = json.loads((tmp_path / "k.json").read_text(encoding="utf-8"))["segments"]
     assert [s["text"] for s in translated] == [target for _, target in SENTENCE_PAIRS[:4]]
     assert [s["source_text"] for s in translated] == [source for source, _ in SENTENCE_PAIRS[:4]]
+
+
+def test_ctranslate2_converts_once_under_a_lock_and_imports_no_torch_after(tmp_path, tiny_nllb):
+    segments = [{"start": 0, "end": 1, "text": SENTENCE_PAIRS[0][0]}]
+    (tmp_path / "t.json").write_text(json.dumps({"segments": segments}), encoding="utf-8")
+    converted = tmp_path / "converted"
+    command = [sys.executable, "-m", "workers.translate", str(tmp_path / "t.json"), "OUT", "--model", str(tiny_nllb),
+               "--device", "cpu", "--converted-dir", str(converted)]  # fmt: skip
+    # Two workers at once: one converts, the other waits for it and uses its result.
+    racing = [
+        subprocess.Popen([part.replace("OUT", str(tmp_path / f"k{n}.json")) for part in command], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for n in range(2)
+    ]  # fmt: skip
+    logs = [process.communicate(timeout=300)[1] for process in racing]
+    assert [process.returncode for process in racing] == [0, 0], logs
+    assert sum(log.count("converting") for log in logs) == 1
+    (folder,) = [p for p in converted.iterdir() if not p.name.startswith(".")]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "model.bin", "sentencepiece.bpe.model", "shared_vocabulary.json"
+    ]  # fmt: skip
+    assert not [p for p in converted.iterdir() if ".tmp-" in p.name]
+    # Converted: the next worker loads it as it is, without torch or transformers.
+    again_command = [sys.executable, "-X", "importtime", *command[1:]]
+    again = subprocess.run(
+        [part.replace("OUT", str(tmp_path / "k2.json")) for part in again_command],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines() if "|" in line}
+    assert "torch" not in imported and "transformers" not in imported
+    for name in ("k0.json", "k1.json", "k2.json"):
+        translated = json.loads((tmp_path / name).read_text(encoding="utf-8"))["segments"]
+        assert translated[0]["text"] == SENTENCE_PAIRS[0][1]
+
+
+def test_a_ctranslate2_folder_without_its_sentencepiece_model_fails_saying_so(tmp_path, tiny_nllb):
+    from ctranslate2.converters import TransformersConverter
+
+    brought = tmp_path / "nllb-ct2"
+    TransformersConverter(str(tiny_nllb)).convert(str(brought), quantization="int8")
+    (tmp_path / "t.json").write_text(json.dumps({"segments": [{"start": 0, "end": 1, "text": "猫"}]}), "utf-8")
+    events = run_worker("translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"), "--model", str(brought),
+                        "--device", "cpu")  # fmt: skip
+    assert events[-1]["event"] == "failed" and events[-1]["permanent"] is True
+    assert events[-1]["reason"].startswith(f"the CTranslate2 model {brought} has no sentencepiece.bpe.model")
+    shutil.copyfile(tiny_nllb / "sentencepiece.bpe.model", brought / "sentencepiece.bpe.model")
+    events = run_worker("translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"), "--model", str(brought),
+                        "--device", "cpu")  # fmt: skip
+    assert events[-1]["event"] == "done"
+
+
+def test_a_named_translator_that_cannot_be_downloaded_says_where_to_get_it(tmp_path):
+    (tmp_path / "t.json").write_text(json.dumps({"segments": [{"start": 0, "end": 1, "text": "猫"}]}), "utf-8")
+    finished = subprocess.run(
+        [sys.executable, "-m", "workers.translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
+         "--model", "facebook/nllb-200-distilled-600M", "--device", "cpu", "--converted-dir", str(tmp_path / "c")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},  # never a download, anywhere
+    )  # fmt: skip
+    (event,) = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    assert event["event"] == "failed" and event["permanent"] is False  # the network may come back
+    assert event["reason"] == (
+        "the translator facebook/nllb-200-distilled-600M is not downloaded yet and cannot be downloaded now (no "
+        "connection to huggingface.co); on a machine with internet run `huggingface-cli download "
+        "facebook/nllb-200-distilled-600M --local-dir nllb`, copy that folder here and set translator to its path"
+    )
+    assert not (tmp_path / "k.json").exists() and not list((tmp_path / "c").glob(".*.tmp-*"))
 
 
 def test_subtitle_writes_srt_and_never_replaces_somebody_elses(tmp_path):

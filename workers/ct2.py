@@ -1,0 +1,213 @@
+"""CTranslate2 models: the device and compute type, NLLB converted once, and its translator.
+
+The translate worker on the ``ctranslate2`` engine imports this module and neither torch nor
+transformers, unless a model has to be converted first (the converter reads the Hugging Face
+model through transformers, once). A conversion goes into a hidden temporary folder beside its
+place under ``<model_dir>/ctranslate2/`` (``--converted-dir``), under a file lock (two workers never convert the same
+model at once), and is renamed into place only when complete with its sentencepiece model, so
+a folder that exists there is always whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from workers.errors import PermanentError, TransientError
+
+SENTENCEPIECE = "sentencepiece.bpe.model"  # what every NLLB checkpoint tokenizes with
+COMPUTE_TYPES = ("auto", "int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16", "bfloat16", "float32")
+GB = 1000**3
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def resolve_device(device: str) -> tuple[str, int]:
+    """``auto`` → CUDA when CTranslate2 sees a GPU, else the CPU; ``cuda:1`` → (cuda, 1)."""
+    import ctranslate2
+
+    if device == "auto":
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    kind, _, index = device.partition(":")
+    return kind, int(index or 0)
+
+
+def free_gpu_memory(index: int) -> int | None:
+    """Free memory on GPU ``index`` as the NVIDIA driver reports it (``nvidia-smi``), without
+    creating a CUDA context here; None when it cannot be read."""
+    try:
+        answer = subprocess.run(
+            ["nvidia-smi", f"--id={index}", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=20, check=True,
+        )  # fmt: skip
+        return int(answer.stdout.strip().splitlines()[0]) * 1024 * 1024
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def compute_type(requested: str, device: str) -> str:
+    """AutoKR's own ``auto`` (not CTranslate2's, which picks int8_float32 on this kind of CPU):
+    int8 on a CPU, float16 on CUDA."""
+    if requested != "auto":
+        return requested
+    return "float16" if device == "cuda" else "int8"
+
+
+def is_ctranslate2_model(folder: Path) -> bool:
+    return (folder / "model.bin").is_file() and (folder / "config.json").is_file()
+
+
+def _slug(name_or_directory: str) -> str:
+    """The folder name of a conversion: the hub name, or a local folder's name with a digest
+    of its path and its weights' size and mtime (a changed model converts anew)."""
+    source = Path(name_or_directory)
+    if not source.is_dir():
+        return re.sub(r"[^A-Za-z0-9._-]+", "--", name_or_directory)
+    stamp = [str(source.absolute())]
+    for weights in sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")):
+        status = weights.stat()
+        stamp.append(f"{weights.name}:{status.st_size}:{status.st_mtime_ns}")
+    return f"{source.name}-{hashlib.sha1('|'.join(stamp).encode()).hexdigest()[:12]}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
+
+
+def _sentencepiece_of(name_or_directory: str) -> Path:
+    local = Path(name_or_directory) / SENTENCEPIECE
+    if local.is_file():
+        return local
+    from transformers import AutoTokenizer
+
+    vocabulary = getattr(AutoTokenizer.from_pretrained(name_or_directory), "vocab_file", None)
+    if not vocabulary or not Path(vocabulary).is_file():
+        raise PermanentError(f"{name_or_directory} has no {SENTENCEPIECE}: it is not an NLLB model AutoKR can use")
+    return Path(vocabulary)
+
+
+def storage_type(compute: str) -> str:
+    """How a conversion for ``compute`` is stored: int8 weights for the int8 compute types
+    (a quarter of float32 on disk and in memory while loading, and no conversion at each load),
+    else the compute type itself."""
+    return "int8" if compute.startswith("int8") else compute
+
+
+def nllb_folder(name_or_directory: str, converted_dir: Path, compute: str = "int8") -> Path:
+    """The CTranslate2 folder for an NLLB name, a Hugging Face folder or a CTranslate2 folder,
+    converting (once for each storage type, see ``storage_type``) when needed.
+
+    Raises:
+        PermanentError: a CTranslate2 folder without its sentencepiece model.
+        TransientError: the model could not be downloaded (no network, say).
+    """
+    given = Path(name_or_directory)
+    if given.is_dir() and is_ctranslate2_model(given):
+        if not (given / SENTENCEPIECE).is_file():
+            raise PermanentError(
+                f"the CTranslate2 model {given} has no {SENTENCEPIECE}: copy it there from the NLLB model it was "
+                "converted from (every facebook/nllb-200-* repository has it)"
+            )
+        return given
+    storage = storage_type(compute)
+    target = converted_dir / f"{_slug(name_or_directory)}-{storage}"
+    if is_ctranslate2_model(target):
+        return target
+    with _locked(target.with_name(f".{target.name}.lock")):
+        if is_ctranslate2_model(target):  # another worker converted it while this one waited
+            return target
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        log(f"converting {name_or_directory} to CTranslate2 (once) into {target}")
+        try:
+            from ctranslate2.converters import TransformersConverter
+
+            TransformersConverter(name_or_directory).convert(str(temporary), quantization=storage, force=True)
+            shutil.copyfile(_sentencepiece_of(name_or_directory), temporary / SENTENCEPIECE)
+            os.rename(temporary, target)
+        except OSError as error:
+            if "offline" in str(error).lower() or "connect" in str(error).lower():
+                raise TransientError(
+                    f"the translator {name_or_directory} is not downloaded yet and cannot be downloaded now (no "
+                    f"connection to huggingface.co); on a machine with internet run `huggingface-cli download "
+                    f"{name_or_directory} --local-dir nllb`, copy that folder here and set translator to its path"
+                ) from error
+            raise
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return target
+
+
+class NllbTranslator:
+    """NLLB on CTranslate2, tokenized with its sentencepiece model directly (as transformers'
+    ``NllbTokenizer`` does: ``[source language] pieces </s>``, the target language forced first)."""
+
+    def __init__(self, folder: Path, device: str, index: int, compute: str, source_code: str) -> None:
+        import ctranslate2
+        import sentencepiece
+
+        self.folder = folder
+        self.source_code = source_code
+        self.pieces = sentencepiece.SentencePieceProcessor(model_file=str(folder / SENTENCEPIECE))
+        self.model = ctranslate2.Translator(
+            str(folder), device=device, device_index=index, compute_type=compute, inter_threads=1
+        )
+        log(f"loaded translator {folder} on {device} ({compute}, CTranslate2)")
+
+    def tokenize(self, text: str) -> list[str]:
+        return [self.source_code, *self.pieces.encode(text, out_type=str)[:510], "</s>"]
+
+    def translate(
+        self, tokens: list[list[str]], target_code: str, num_beams: int, max_new_tokens: int, min_new_tokens: int = 0
+    ) -> list[str]:
+        results = self.model.translate_batch(
+            tokens,
+            target_prefix=[[target_code]] * len(tokens),
+            beam_size=num_beams,
+            max_batch_size=len(tokens),
+            max_decoding_length=max_new_tokens + 1,  # + the target language token
+            min_decoding_length=min_new_tokens + 1 if min_new_tokens else 0,
+        )
+        return [self.pieces.decode(result.hypotheses[0][1:]).strip() for result in results]
+
+
+def translate_texts(
+    texts: list[str],
+    translator: NllbTranslator,
+    target_code: str,
+    batches: Callable[[list[int]], list[list[int]]],
+    num_beams: int,
+    progress: Callable[[float], None],
+) -> list[str]:
+    """Translates ``texts`` in ``batches`` (of indices into the non-empty ones, by token count);
+    returns them in the original order."""
+    results = [""] * len(texts)
+    wanted = [i for i, text in enumerate(texts) if text.strip()]
+    tokens = [translator.tokenize(texts[i]) for i in wanted]
+    done = 0
+    for positions in batches([len(t) for t in tokens]):
+        batch = [tokens[position] for position in positions]
+        longest = max(len(t) for t in batch)
+        # Bounded by the input, as on the torch engine: a runaway generation must not take minutes.
+        outputs = translator.translate(batch, target_code, num_beams, min(512, 2 * longest + 16))
+        for position, text in zip(positions, outputs, strict=True):
+            results[wanted[position]] = text
+        done += len(positions)
+        progress(100.0 * done / max(len(wanted), 1))
+    if not wanted:
+        progress(100.0)
+    return results
