@@ -26,6 +26,7 @@ fi
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 uname -r
+python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'
 status=0
 for mode in none eperm kill; do
   echo "=== filter: $mode"

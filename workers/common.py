@@ -72,6 +72,11 @@ def items_from_arguments(parser: argparse.ArgumentParser, arguments: argparse.Na
     return [Item(id="1", input=arguments.input, output=arguments.output)]
 
 
+def log(message: str) -> None:
+    """Worker log lines go to stderr; the daemon forwards them to its own log."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def emit(kind: str, item: str, **facts: Any) -> None:
     print(encode_event(kind, item, **facts), flush=True)
 
@@ -201,22 +206,18 @@ def place_without_clobbering(temporary: Path, path: Path) -> bool:
     """
     try:
         os.link(temporary, path)
-        placed = True
     except FileExistsError:
         return False
     except OSError as error:
         if error.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK, errno.ENOSYS):
             raise
         renamed = _rename_noreplace(temporary, path)
+        if renamed is False or (renamed is None and os.path.lexists(path)):
+            return False
         if renamed is None:
-            if os.path.lexists(path):
-                return False
             os.rename(temporary, path)
-            renamed = True
-        placed = renamed
-    if placed:
-        fsync_directory(path.parent)
-    return placed
+    fsync_directory(path.parent)
+    return True
 
 
 def remove_own_file(path: Path, signature: list[int] | None) -> bool:

@@ -3,8 +3,8 @@
 The translate worker on the ``ctranslate2`` engine imports this module and neither torch nor
 transformers, unless a model has to be converted first (the converter reads the Hugging Face
 model through transformers, once). A conversion goes into a hidden temporary folder beside its
-place under ``<model_dir>/ctranslate2/`` (``--converted-dir``), under a file lock (two workers never convert the same
-model at once), and is renamed into place only when complete with its sentencepiece model, so
+place under ``<model_dir>/ctranslate2/`` (``--converted-dir``), under a file lock (two workers
+never convert the same model at once), and is renamed into place only when complete with its sentencepiece model, so
 a folder that exists there is always whole.
 """
 
@@ -17,19 +17,13 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from workers.common import log
 from workers.errors import PermanentError, TransientError
 
 SENTENCEPIECE = "sentencepiece.bpe.model"  # what every NLLB checkpoint tokenizes with
-COMPUTE_TYPES = ("auto", "int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16", "bfloat16", "float32")
-GB = 1000**3
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def resolve_device(device: str) -> tuple[str, int]:

@@ -3,7 +3,6 @@ test's tiny checkpoint alike. Imported only by the model workers (it imports tor
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from workers.catalog import (  # noqa: F401 - re-exported: the torch engine's ca
     WHISPER_BY_FREE_MEMORY,
     step_down,
 )
+from workers.common import log  # noqa: F401 - re-exported for the torch engine's callers
 
 # (audio layers, text layers, width, vocabulary) → the named model with that shape.
 WHISPER_SHAPES = {
@@ -29,11 +29,6 @@ WHISPER_SHAPES = {
     (32, 32, 1280, 51865): "large-v2", (32, 32, 1280, 51866): "large-v3",
     (32, 4, 1280, 51866): "turbo",
 }  # fmt: skip
-
-
-def log(message: str) -> None:
-    """Worker log lines go to stderr; the daemon forwards them to its own log."""
-    print(message, file=sys.stderr, flush=True)
 
 
 def resolve_device(device: str) -> str:

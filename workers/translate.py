@@ -25,6 +25,7 @@ from workers.common import (
     base_parser,
     emit,
     items_from_arguments,
+    log,
     run_worker,
     start_worker,
     write_json_atomically,
@@ -115,7 +116,7 @@ class Loaded:
 
 def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
     from workers import ct2
-    from workers.catalog import CPU_TRANSLATOR, SMALLER_TRANSLATOR, TRANSLATOR_BY_FREE_MEMORY, step_down
+    from workers.catalog import CPU_TRANSLATOR, GB, SMALLER_TRANSLATOR, TRANSLATOR_BY_FREE_MEMORY, step_down
 
     device, index = ct2.resolve_device(arguments.device)
     model_name = arguments.model
@@ -123,7 +124,7 @@ def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
         free = ct2.free_gpu_memory(index) if device == "cuda" else None
         model_name = next((name for minimum, name in TRANSLATOR_BY_FREE_MEMORY if free and free >= minimum), None)
         model_name = model_name or CPU_TRANSLATOR
-        ct2.log(f"auto translator: {model_name} ({'CPU' if free is None else f'{free / ct2.GB:.1f} GB free'})")
+        log(f"auto translator: {model_name} ({'CPU' if free is None else f'{free / GB:.1f} GB free'})")
     model_name, batch_size = step_down(model_name, arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR)
     compute = ct2.compute_type(arguments.compute_type, device)
     folder = ct2.nllb_folder(model_name, arguments.converted_dir, compute)
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             emit("failed", item.id, reason=str(error), permanent=isinstance(error, PermanentError))
         return 0
     if arguments.memory_level:
-        print(f"memory level {arguments.memory_level}: {loaded.model}, batches of {loaded.batch_size}", file=sys.stderr)
+        log(f"memory level {arguments.memory_level}: {loaded.model}, batches of {loaded.batch_size}")
     num_beams = arguments.num_beams or (4 if loaded.on_gpu else 1)
 
     def translate(item: Item, progress: ProgressCallback) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from fixtures.daemon import (
     wait_for,
     write_config,
 )
-from fixtures.database import damage_pages
+from fixtures.database import damaged_database
 from fixtures.disks import fill, small_tmpfs
 from fixtures.media import ffmpeg, make_video
 
@@ -379,16 +379,10 @@ def test_8_autokrs_own_subtitle_of_replaced_content_goes_when_the_new_content_ha
 
 
 def test_9_a_database_with_damaged_pages_is_refused_by_run_and_status_alike(place, tiny_whisper, tiny_nllb):
-    from daemon.store import Store
-
     state = place["root"] / "state"
     state.mkdir()
     database = state / "autokr.sqlite3"
-    store = Store(database)
-    for number in range(400):
-        store.add(f"{place['inbox']}/{'Episode name ' * 6}{number}.mkv", 1, 1)
-    store.close()
-    data = damage_pages(database)
+    data = damaged_database(database, str(place["inbox"]))
     config = write_config(place["root"] / "autokr.toml", place["inbox"], state, tiny_whisper, tiny_nllb)
     for command in ("run", "status"):
         result = autokr(config, command, check=False)

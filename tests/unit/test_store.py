@@ -5,7 +5,7 @@ import sqlite3
 import threading
 
 import pytest
-from fixtures.database import damage_pages
+from fixtures.database import damaged_database
 
 from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound
 from daemon.store import Store
@@ -208,11 +208,7 @@ def test_a_replaced_video_keeps_the_signatures_of_autokrs_own_subtitles(store):
 
 def test_a_database_with_damaged_pages_is_refused_and_left_byte_identical(tmp_path):
     path = tmp_path / "autokr.sqlite3"
-    store = Store(path)
-    for number in range(400):
-        store.add(f"/inbox/{'long name ' * 8}{number}.mkv", 1, 1)
-    store.close()
-    data = damage_pages(path)
+    data = damaged_database(path, "/inbox")
     with pytest.raises(DatabaseCorrupt, match="damaged") as caught:
         Store(path)
     assert str(path) in str(caught.value) and "move the file aside" in str(caught.value)
