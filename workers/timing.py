@@ -14,7 +14,9 @@ A segment that overlaps no speech at all is kept as it is here; the hallucinatio
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+
+from workers.segments import Segment, Word
 
 Interval = tuple[float, float]
 MAX_PAUSE = 1.0
@@ -39,21 +41,21 @@ def overlapping(start: float, end: float, speech: list[Interval]) -> list[Interv
     return [(max(a, start), min(b, end)) for a, b in speech if b > start and a < end]
 
 
-def _text_of(words: list[dict[str, Any]]) -> str:
-    return "".join(str(word["word"]) for word in words).strip()
+def _text_of(words: list[Word]) -> str:
+    return "".join(word.word for word in words).strip()
 
 
-def _split_words(words: list[dict[str, Any]], speech: list[Interval]) -> list[list[dict[str, Any]]]:
+def _split_words(words: list[Word], speech: list[Interval]) -> list[list[Word]]:
     """Groups of words, cut at pauses longer than MAX_PAUSE: between the words themselves or in
     the speech between them."""
-    groups: list[list[dict[str, Any]]] = [[]]
+    groups: list[list[Word]] = [[]]
     regions = merge_intervals(speech, max_gap=MAX_PAUSE)  # speech gaps of a second or less don't count
     for word in words:
         if groups[-1]:
             previous = groups[-1][-1]
-            middle_previous = (float(previous["start"]) + float(previous["end"])) / 2
-            middle = (float(word["start"]) + float(word["end"])) / 2
-            paused = float(word["start"]) - float(previous["end"]) > MAX_PAUSE
+            middle_previous = (previous.start + previous.end) / 2
+            middle = (word.start + word.end) / 2
+            paused = word.start - previous.end > MAX_PAUSE
             across_a_gap = bool(regions) and _region_index(middle_previous, regions) != _region_index(middle, regions)
             if paused or across_a_gap:
                 groups.append([])
@@ -78,29 +80,30 @@ def _trim(start: float, end: float, speech: list[Interval]) -> tuple[float, floa
     return max(start, inside[0][0] - PAD), min(end, inside[-1][1] + PAD)
 
 
-def follow_speech(segments: list[dict[str, Any]], speech: list[Interval] | None) -> list[dict[str, Any]]:
-    """Segments split and trimmed to the speech (see above). Without ``speech`` (no voice
-    activity detection), only the word pauses split them."""
+def follow_speech(segments: list[Segment], speech: list[Interval] | None) -> list[Segment]:
+    """Segments split and trimmed to the speech (see above), without their words. Without
+    ``speech`` (no voice activity detection), only the word pauses split them."""
     speech = merge_intervals(speech or [])
-    result: list[dict[str, Any]] = []
+    result: list[Segment] = []
     for segment in segments:
-        words = [w for w in segment.get("words") or [] if str(w.get("word", "")).strip()]
-        base = {k: v for k, v in segment.items() if k != "words"}
+        words = [w for w in segment.words if w.word.strip()]
         pieces: list[tuple[float, float, str]]
         groups = _split_words(words, speech) if words else []
         strays = [g for g in groups if len(groups) > 1 and _text_of(g).strip(PUNCTUATION) in LONE_PARTICLES]
         groups = [g for g in groups if not any(g is stray for stray in strays)]
         if len(groups) > 1 or strays:
-            pieces = [(float(g[0]["start"]), float(g[-1]["end"]), _text_of(g)) for g in groups]
+            pieces = [(g[0].start, g[-1].end, _text_of(g)) for g in groups]
         elif groups:  # one piece: Whisper's own text, which keeps its punctuation
-            pieces = [(float(groups[0][0]["start"]), float(groups[0][-1]["end"]), str(segment["text"]).strip())]
+            pieces = [(groups[0][0].start, groups[0][-1].end, segment.text.strip())]
         else:
-            pieces = [(float(segment["start"]), float(segment["end"]), str(segment["text"]).strip())]
+            pieces = [(segment.start, segment.end, segment.text.strip())]
         for start, end, text in pieces:
             if speech:
                 start, end = _trim(start, end, speech)
             if text:
-                result.append({**base, "start": round(start, 3), "end": round(max(end, start), 3), "text": text})
+                result.append(
+                    replace(segment, start=round(start, 3), end=round(max(end, start), 3), text=text, words=())
+                )
     return result
 
 

@@ -1,8 +1,14 @@
-"""Stage 2: WAV → JSON segments ``{start, end, text}`` with openai-whisper.
+"""Stage 2: WAV → JSON segments ``{start, end, text}`` with Whisper.
 
 By hand: ``python -m workers.transcribe AUDIO.wav OUT.json --model large-v3 --language ja``
-(``--model`` also takes a path to a checkpoint file). The model loads once per process, for
-every item in the manifest.
+(``--model`` also takes a model folder or a ``.pt`` checkpoint). The model loads once per
+process, for every item in the manifest.
+
+Two engines, one pipeline: voice activity (``workers.vad``) → speech chunks
+(``workers.chunks``) decoded by the engine → cues that follow the speech
+(``workers.timing``) → the hallucination filter. ``ctranslate2`` (the default) runs
+faster-whisper and imports no torch (``workers.ct2_whisper``); ``torch`` runs openai-whisper,
+the reference, and is what a ``.pt`` checkpoint runs on whatever the setting says.
 """
 
 from __future__ import annotations
@@ -12,31 +18,36 @@ import importlib
 import sys
 import types
 import wave
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workers import faults
+from workers.chunks import Interval
 from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
+    emit,
     items_from_arguments,
+    log,
     run_worker,
     start_worker,
     write_json_atomically,
 )
-from workers.errors import PermanentError
+from workers.errors import PermanentError, TransientError
 from workers.hallucinations import filter_segments
+from workers.segments import Segment, Word, scored
 from workers.timing import follow_speech
 
 
 def read_audio(path: Path) -> np.ndarray:
     """Reads the extract stage's 16 kHz mono 16-bit WAV as float32 in [-1, 1].
 
-    Any other file (a WAV made by hand, say) goes through whisper's own ffmpeg loader.
+    Any other file (a WAV made by hand, say) is decoded by faster-whisper's PyAV loader.
     """
     try:
         with wave.open(str(path), "rb") as reader:
@@ -45,9 +56,9 @@ def read_audio(path: Path) -> np.ndarray:
                 return np.frombuffer(frames, dtype=np.int16).astype(np.float32) / 32768.0
     except wave.Error:
         pass
-    import whisper
+    from faster_whisper.audio import decode_audio
 
-    return whisper.load_audio(str(path))
+    return decode_audio(str(path), sampling_rate=16000)
 
 
 @contextlib.contextmanager
@@ -78,50 +89,45 @@ def reporting_progress(progress: ProgressCallback) -> Iterator[None]:
         module.tqdm = original  # type: ignore[attr-defined]
 
 
-def transcribe_audio(model: Any, audio: np.ndarray, options: dict[str, Any], progress: ProgressCallback) -> list[dict]:
+def transcribe_audio(
+    model: Any, audio: np.ndarray, options: dict[str, Any], progress: ProgressCallback
+) -> list[Segment]:
+    """openai-whisper's own sliding-window ``model.transcribe`` (the torch engine's sequential path)."""
     with reporting_progress(progress):
         result = model.transcribe(audio, verbose=False, **{**options, "word_timestamps": False})
     if options.get("word_timestamps"):
         from workers.alignment import add_words_by_window
 
         add_words_by_window(model, audio, result["segments"], options)
-    segments = []
-    for segment in result["segments"]:
-        text = segment["text"].strip()
-        if text:
-            words = [
-                {"word": w["word"], "start": round(float(w["start"]), 3), "end": round(float(w["end"]), 3)}
-                for w in segment.get("words") or []
-            ]
-            segments.append(
-                {
-                    "start": round(float(segment["start"]), 3),
-                    "end": round(float(segment["end"]), 3),
-                    "text": text,
-                    "avg_logprob": round(float(segment.get("avg_logprob", 0.0)), 4),
-                    "no_speech_prob": round(float(segment.get("no_speech_prob", 0.0)), 4),
-                    "compression_ratio": round(float(segment.get("compression_ratio", 0.0)), 3),
-                    "words": words,
-                }
-            )
-    return segments
+    return [
+        scored(
+            segment["start"],
+            segment["end"],
+            segment["text"],
+            segment.get("avg_logprob", 0.0),
+            segment.get("no_speech_prob", 0.0),
+            segment.get("compression_ratio", 0.0),
+            [Word(w["word"], w["start"], w["end"]) for w in segment.get("words") or []],
+        )  # fmt: skip
+        for segment in result["segments"]
+        if segment["text"].strip()
+    ]
+
+
+Decode = Callable[[np.ndarray, list[Interval], ProgressCallback], list[Segment]]
+"""(audio, speech intervals, progress) → segments: what an engine does with the speech."""
 
 
 def transcribe_speech(
-    model: Any,
+    decode: Decode,
     audio: np.ndarray,
-    options: dict[str, Any],
     language: str,
     progress: ProgressCallback,
     use_vad: bool = True,
     filter_hallucinations: bool = True,
-    batch_size: int = 0,
 ) -> dict[str, Any]:
-    """Voice activity → Whisper (word timestamps) → cues that follow the speech → the
-    hallucination filter. Audio with no speech at all is not given to Whisper.
-
-    ``batch_size`` ≥ 1 decodes speech chunks that many at a time (``workers.batched``);
-    0 runs openai-whisper's sequential ``model.transcribe``."""
+    """Voice activity → the engine's segments (word timestamps) → cues that follow the speech →
+    the hallucination filter. Audio with no speech at all is not given to Whisper."""
     speech = None
     if use_vad:
         from workers.vad import detect_speech
@@ -130,66 +136,42 @@ def transcribe_speech(
         if not speech:
             progress(100)
             return {"segments": [], "dropped": [], "speech": []}
-    if batch_size:
-        from workers.batched import transcribe_batched
-
-        regions = speech if speech is not None else [(0.0, len(audio) / 16000)]
-        found = transcribe_batched(
-            model, audio, regions, options, batch_size, progress,
-            sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None),
-        )  # fmt: skip
-    else:
-        found = transcribe_audio(model, audio, options, progress)
+    found = decode(audio, speech if speech is not None else [(0.0, len(audio) / 16000)], progress)
     segments = follow_speech(found, speech)
     kept, dropped = filter_segments(segments, language, speech) if filter_hallucinations else (segments, [])
     for segment, reason in dropped:
-        where = f"{segment['start']:.1f}-{segment['end']:.1f} s"
-        print(f"dropped {where} {segment['text']!r}: {reason}", file=sys.stderr)
+        print(f"dropped {segment.start:.1f}-{segment.end:.1f} s {segment.text!r}: {reason}", file=sys.stderr)
     return {
-        "segments": kept,
-        "dropped": [{**segment, "reason": reason} for segment, reason in dropped],
+        "segments": [segment.to_json() for segment in kept],
+        "dropped": [{**segment.to_json(), "reason": reason} for segment, reason in dropped],
         "speech": [[round(a, 3), round(b, 3)] for a, b in speech] if speech is not None else None,
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    start_worker("transcribe")
+ENGINES = ("ctranslate2", "torch")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A Whisper model ready to decode, whichever engine it runs on."""
+
+    model: str
+    batch_size: int
+    decode: Decode
+    engine: str
+    """What ``autokr status`` shows: ``ctranslate2 int8``, ``torch float16``, ..."""
+
+
+def _whisper_on_torch(arguments: Any) -> Loaded:
     from workers.models import (
         SMALLER_WHISPER,
         WHISPER_BATCH,
         choose_whisper,
         load_whisper,
-        log,
         resolve_device,
         step_down,
         whisper_batch_size,
     )
-
-    parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
-    parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), checkpoint path, or auto")
-    parser.add_argument("--language", default="ja")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--model-dir", type=Path, help="where named models are downloaded and cached")
-    parser.add_argument(
-        "--condition-on-previous-text",
-        action="store_true",
-        help="feed each window the previous text (off: on Japanese it feeds repetition loops)",
-    )
-    parser.add_argument("--no-vad", action="store_true", help="no voice activity detection (cue times from Whisper)")
-    parser.add_argument("--no-word-timestamps", action="store_true", help="segment times only (faster)")
-    parser.add_argument("--keep-hallucinations", action="store_true", help="keep every segment Whisper wrote")
-    parser.add_argument(
-        "--decoding",
-        choices=("batched", "sequential"),
-        default="batched",
-        help="batched: speech chunks decoded many at a time; sequential: model.transcribe's sliding window",
-    )
-    parser.add_argument("--batch-size", type=int, default=0, help="chunks decoded together (0: by free memory)")
-    parser.add_argument(
-        "--memory-level", type=int, default=0, help="after GPU OOM: half the batch, then a smaller model"
-    )
-    arguments = parser.parse_args(argv)
-    items = items_from_arguments(parser, arguments)
 
     device = resolve_device(arguments.device)
     batched = arguments.decoding == "batched"
@@ -197,8 +179,6 @@ def main(argv: list[str] | None = None) -> int:
     model_name, cap = step_down(
         choose_whisper(arguments.model, device), nominal, arguments.memory_level, SMALLER_WHISPER
     )
-    if arguments.memory_level:
-        log(f"memory level {arguments.memory_level}: {model_name}, at most {cap} chunks a batch")
     model = load_whisper(model_name, device, arguments.model_dir)
     batch_size = 0  # sequential
     if batched:
@@ -213,30 +193,121 @@ def main(argv: list[str] | None = None) -> int:
         "word_timestamps": not arguments.no_word_timestamps,
     }
 
+    def decode(audio: np.ndarray, speech: list[Interval], progress: ProgressCallback) -> list[Segment]:
+        if not batch_size:
+            return transcribe_audio(model, audio, options, progress)
+        from workers.batched import transcribe_batched
+
+        return transcribe_batched(
+            model, audio, speech, options, batch_size, progress,
+            sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None),
+        )  # fmt: skip
+
+    precision = "float16" if device.startswith("cuda") else "float32"
+    return Loaded(model_name, batch_size or 1, decode, f"torch {precision}")
+
+
+def _whisper_on_ctranslate2(arguments: Any) -> Loaded:
+    from workers import catalog, ct2
+    from workers.ct2_whisper import Ct2Whisper, whisper_folder
+
+    device, index = ct2.resolve_device(arguments.device)
+    free = ct2.free_gpu_memory(index) if device == "cuda" else None
+    model_name, compute, batch_size = catalog.ct2_whisper_choice(
+        arguments.model, arguments.compute_type, free, arguments.batch_size
+    )
+    model_name, compute, batch_size = catalog.ct2_step_down(
+        model_name, compute, batch_size, arguments.memory_level, catalog.SMALLER_WHISPER
+    )
+    where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {index}"
+    log(f"whisper model {model_name}, {compute}, batches of {batch_size} ({where})")
+    folder = whisper_folder(model_name, arguments.model_dir or Path("."), arguments.converted_dir, compute)
+    model = Ct2Whisper(
+        folder, device, index, compute, arguments.language, word_timestamps=not arguments.no_word_timestamps
+    )
+    model.options["condition_on_previous_text"] = arguments.condition_on_previous_text
+
+    def decode(audio: np.ndarray, speech: list[Interval], progress: ProgressCallback) -> list[Segment]:
+        if arguments.decoding == "sequential":
+            found = model.sequential(audio)
+            progress(100)
+            return found
+        return model.transcribe(audio, speech, batch_size, progress)
+
+    return Loaded(model_name, batch_size if arguments.decoding == "batched" else 1, decode, f"ctranslate2 {compute}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    start_worker("transcribe")
+    parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
+    parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), model folder, .pt file, or auto")
+    parser.add_argument("--language", default="ja")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--model-dir", type=Path, help="where named models are downloaded and cached")
+    parser.add_argument(
+        "--engine", choices=ENGINES, default="ctranslate2", help="a .pt checkpoint always runs on torch"
+    )
+    parser.add_argument("--compute-type", default="auto", help="CTranslate2: auto (int8 on CPU, float16 on CUDA), ...")
+    parser.add_argument(
+        "--converted-dir", type=Path, default=Path.home() / ".cache" / "autokr" / "ctranslate2",
+        help="where models converted to CTranslate2 are kept",
+    )  # fmt: skip
+    parser.add_argument(
+        "--condition-on-previous-text",
+        action="store_true",
+        help="feed each window the previous text (off: on Japanese it feeds repetition loops)",
+    )
+    parser.add_argument("--no-vad", action="store_true", help="no voice activity detection (cue times from Whisper)")
+    parser.add_argument("--no-word-timestamps", action="store_true", help="segment times only (faster)")
+    parser.add_argument("--keep-hallucinations", action="store_true", help="keep every segment Whisper wrote")
+    parser.add_argument(
+        "--decoding",
+        choices=("batched", "sequential"),
+        default="batched",
+        help="batched: speech chunks decoded many at a time; sequential: Whisper's own sliding window",
+    )
+    parser.add_argument("--batch-size", type=int, default=0, help="chunks decoded together (0: by free memory)")
+    parser.add_argument(
+        "--memory-level", type=int, default=0, help="after GPU OOM: half the batch, then a smaller model"
+    )
+    arguments = parser.parse_args(argv)
+    items = items_from_arguments(parser, arguments)
+
+    checkpoint = arguments.model.endswith(".pt") and Path(arguments.model).is_file()
+    if arguments.engine == "ctranslate2" and checkpoint:
+        log(f"{arguments.model} is an openai-whisper checkpoint: it runs on the torch engine")
+    load = _whisper_on_torch if arguments.engine == "torch" or checkpoint else _whisper_on_ctranslate2
+    try:
+        loaded = load(arguments)
+    except (PermanentError, TransientError) as error:
+        for item in items:  # the model cannot be had: every video says why
+            emit("failed", item.id, reason=str(error), permanent=isinstance(error, PermanentError))
+        return 0
+    if arguments.memory_level:
+        log(f"memory level {arguments.memory_level}: {loaded.model}, at most {loaded.batch_size} chunks a batch")
+
     def transcribe(item: Item, progress: ProgressCallback) -> dict[str, Any]:
         if not item.input.exists():
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)
-        faults.raise_out_of_memory_if_armed("transcribe", batch_size or 1)
+        faults.raise_out_of_memory_if_armed("transcribe", loaded.batch_size)
         found = transcribe_speech(
-            model,
+            loaded.decode,
             audio,
-            options,
             arguments.language,
             progress,
             use_vad=not arguments.no_vad,
             filter_hallucinations=not arguments.keep_hallucinations,
-            batch_size=batch_size,
         )
-        segments = found["segments"]
-        document = {"language": arguments.language, "model": model_name, **found}
+        document = {"language": arguments.language, "model": loaded.model, **found}
         item.output.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomically(item.output, document)
         return {
-            "model": model_name,
-            "segments": len(segments),
-            "batch_size": batch_size or 1,
+            "model": loaded.model,
+            "segments": len(found["segments"]),
+            "batch_size": loaded.batch_size,
             "decoding": arguments.decoding,
+            "engine": loaded.engine,
         }
 
     return run_worker(items, transcribe)

@@ -115,18 +115,16 @@ class Loaded:
 
 
 def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
-    from workers import ct2
-    from workers.catalog import CPU_TRANSLATOR, GB, SMALLER_TRANSLATOR, TRANSLATOR_BY_FREE_MEMORY, step_down
+    from workers import catalog, ct2
 
     device, index = ct2.resolve_device(arguments.device)
-    model_name = arguments.model
-    if model_name == "auto":
-        free = ct2.free_gpu_memory(index) if device == "cuda" else None
-        model_name = next((name for minimum, name in TRANSLATOR_BY_FREE_MEMORY if free and free >= minimum), None)
-        model_name = model_name or CPU_TRANSLATOR
-        log(f"auto translator: {model_name} ({'CPU' if free is None else f'{free / GB:.1f} GB free'})")
-    model_name, batch_size = step_down(model_name, arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR)
-    compute = ct2.compute_type(arguments.compute_type, device)
+    free = ct2.free_gpu_memory(index) if device == "cuda" else None
+    model_name, compute = catalog.ct2_translator_choice(arguments.model, arguments.compute_type, free)
+    model_name, compute, batch_size = catalog.ct2_step_down(
+        model_name, compute, arguments.batch_size, arguments.memory_level, catalog.SMALLER_TRANSLATOR
+    )
+    where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {index}"
+    log(f"translator {model_name}, {compute}, batches of {batch_size} ({where})")
     folder = ct2.nllb_folder(model_name, arguments.converted_dir, compute)
     translator = ct2.NllbTranslator(folder, device, index, compute, source_code)
 

@@ -156,10 +156,14 @@ def test_sigterm_stops_the_worker_politely_and_the_job_resumes(folders, tiny_whi
 
 
 @pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
-def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny_nllb, tone_video, engine):
+def test_eight_videos_share_one_model_load_per_stage(
+    folders, tiny_whisper, tiny_whisper_hf, tiny_nllb, tone_video, engine
+):
+    # The CTranslate2 engine gets the Hugging Face form (converted once), torch the .pt.
+    whisper = tiny_whisper_hf if engine == "ctranslate2" else tiny_whisper
     for number in range(8):
         drop(tone_video, folders["inbox"], f"Clip {number}.mkv")
-    daemon = start_daemon(folders, tiny_whisper, tiny_nllb, engine=engine)
+    daemon = start_daemon(folders, whisper, tiny_nllb, engine=engine)
     try:
         for number in range(8):
             wait_done(daemon, f"Clip {number}.mkv")
@@ -178,9 +182,9 @@ def test_eight_videos_share_one_model_load_per_stage(folders, tiny_whisper, tiny
     assert models["transcribe_decoding"] == "batched" and models["transcribe_batch_size"] == 8  # CPU default
     assert models["translate_batch_size"] == 16
     how = "ctranslate2 int8" if engine == "ctranslate2" else "torch float32"  # CPU defaults
-    assert models["translate_engine"] == how
+    assert models["translate_engine"] == models["transcribe_engine"] == how
     table = autokr(daemon.config, "status").stdout
-    assert f"{tiny_whisper.name} batched ×8 → {tiny_nllb.name} {how} ×16" in table, table
+    assert f"{whisper.name} {how} batched ×8 → {tiny_nllb.name} {how} ×16" in table, table
     korean = {(folders["inbox"] / f"Clip {number}.ko.srt").read_text(encoding="utf-8") for number in range(8)}
     assert len(korean) == 1 and any("가" <= c <= "힣" for c in korean.pop())  # the same Korean for each
 

@@ -72,6 +72,7 @@ def test_transcribe_loads_a_checkpoint_by_path(tmp_path, tiny_whisper):
     events = run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"), "--model",
                         str(tiny_whisper), "--device", "cpu", "--no-vad", "--keep-hallucinations")  # fmt: skip
     assert events[-1]["event"] == "done" and events[-1]["model"] == str(tiny_whisper)
+    assert events[-1]["engine"] == "torch float32"  # a .pt checkpoint runs on torch, whatever the engine setting
     document = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))
     assert document["language"] == "ja"
     assert document["segments"] and all(0 <= s["start"] <= s["end"] <= 2.5 for s in document["segments"])
@@ -80,6 +81,76 @@ def test_transcribe_loads_a_checkpoint_by_path(tmp_path, tiny_whisper):
                         "--model", str(tiny_whisper), "--device", "cpu")  # fmt: skip
     document = json.loads((tmp_path / "v.json").read_text(encoding="utf-8"))
     assert (document["speech"], document["segments"]) == ([], [])
+
+
+def test_ctranslate2_transcribes_a_hugging_face_whisper_converted_once_and_imports_no_torch_after(
+    tmp_path, tiny_whisper_hf
+):
+    video = make_video(tmp_path / "tone.mkv", seconds=2)
+    run_worker("extract", str(video), str(tmp_path / "audio.wav"))
+    converted = tmp_path / "converted"
+    command = [sys.executable, "-m", "workers.transcribe", str(tmp_path / "audio.wav"), "OUT", "--model",
+               str(tiny_whisper_hf), "--device", "cpu", "--no-vad", "--keep-hallucinations",
+               "--converted-dir", str(converted)]  # fmt: skip
+    # Two workers at once: one converts, the other waits for it and uses its result.
+    racing = [
+        subprocess.Popen([part.replace("OUT", str(tmp_path / f"t{n}.json")) for part in command], text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for n in range(2)
+    ]  # fmt: skip
+    outputs = [process.communicate(timeout=300) for process in racing]
+    assert [process.returncode for process in racing] == [0, 0], outputs
+    assert sum(err.count("converting") for _, err in outputs) == 1
+    (folder,) = [p for p in converted.iterdir() if not p.name.startswith(".")]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.bin", "tokenizer.json", "vocabulary.json"]
+    done = json.loads(outputs[0][0].splitlines()[-1][len("@autokr ") :])
+    assert (done["event"], done["engine"], done["batch_size"]) == ("done", "ctranslate2 int8", 8)
+    # The tiny model says こんにちは without end: the chunk runs away and is decoded again the sequential way.
+    assert "chunk 0.0-2.0 s ran into the token limit: transcribing it sequentially" in outputs[0][1]
+    segments = json.loads((tmp_path / "t0.json").read_text(encoding="utf-8"))["segments"]
+    assert segments and all(s["text"].startswith("こんにちは") and 0 <= s["start"] < s["end"] <= 2.5 for s in segments)
+    # Converted: the next worker loads it as it is, without torch, transformers or openai-whisper.
+    again = subprocess.run(
+        [sys.executable, "-X", "importtime", *[part.replace("OUT", str(tmp_path / "t2.json")) for part in command[1:]]],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in again.stderr.splitlines() if "|" in line}
+    assert "faster_whisper" in imported and not imported & {"torch", "transformers", "whisper"}
+    assert json.loads((tmp_path / "t2.json").read_text(encoding="utf-8"))["segments"] == segments
+
+
+def test_a_ctranslate2_whisper_folder_without_its_tokenizer_fails_saying_so(tmp_path, tiny_whisper_hf):
+    from ctranslate2.converters import TransformersConverter
+
+    brought = tmp_path / "whisper-ct2"
+    TransformersConverter(str(tiny_whisper_hf)).convert(str(brought), quantization="int8")
+    video = make_video(tmp_path / "tone.mkv", seconds=1)
+    run_worker("extract", str(video), str(tmp_path / "audio.wav"))
+    events = run_worker("transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"), "--model", str(brought),
+                        "--device", "cpu", "--no-vad")  # fmt: skip
+    assert events[-1]["event"] == "failed" and events[-1]["permanent"] is True
+    assert events[-1]["reason"].startswith(f"the CTranslate2 Whisper model {brought} has no tokenizer.json")
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_a_named_whisper_that_cannot_be_downloaded_says_where_to_get_it(tmp_path):
+    video = make_video(tmp_path / "tone.mkv", seconds=1)
+    run_worker("extract", str(video), str(tmp_path / "audio.wav"))
+    finished = subprocess.run(
+        [sys.executable, "-m", "workers.transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
+         "--model", "base", "--device", "cpu", "--model-dir", str(tmp_path / "models")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},  # never a download, anywhere
+    )  # fmt: skip
+    (event,) = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    assert event["event"] == "failed" and event["permanent"] is False  # the network may come back
+    assert event["reason"] == (
+        "the Whisper model base is not downloaded yet and cannot be downloaded now (no connection to "
+        "huggingface.co); on a machine with internet run `huggingface-cli download Systran/faster-whisper-base "
+        "--local-dir whisper-base`, copy that folder here and set whisper to its path"
+    )
+    assert not (tmp_path / "t.json").exists() and not list((tmp_path / "models").rglob("model.bin"))
 
 
 @pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
@@ -193,25 +264,28 @@ def test_no_speech_writes_no_subtitle(tmp_path):
     assert not (tmp_path / "V.ko.srt").exists()
 
 
+@pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
 @pytest.mark.parametrize("decoding", ["batched", "sequential"])
 def test_real_whisper_base_transcribes_japanese_speech(
-    tmp_path, whisper_base, speech_sample, speech_reference, decoding
+    tmp_path, request, speech_sample, speech_reference, decoding, engine
 ):
+    whisper = request.getfixturevalue("whisper_base_ct2" if engine == "ctranslate2" else "whisper_base")
     run_worker("extract", str(speech_sample), str(tmp_path / "audio.wav"))
     finished = subprocess.run(
         [sys.executable, "-m", "workers.transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
-         "--model", str(whisper_base), "--device", "cpu", "--decoding", decoding],
+         "--model", str(whisper), "--device", "cpu", "--decoding", decoding, "--engine", engine],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert finished.returncode == 0, finished.stderr
     done = json.loads(finished.stdout.splitlines()[-1][len("@autokr ") :])
     assert (done["event"], done["decoding"]) == ("done", decoding)
+    assert done["engine"] == ("ctranslate2 int8" if engine == "ctranslate2" else "torch float32")
     assert "transcribing it sequentially" not in finished.stderr  # real speech: no chunk needed the fallback
     segments = json.loads((tmp_path / "t.json").read_text(encoding="utf-8"))["segments"]
     text = "".join(s["text"] for s in segments)
     rate = character_error_rate(speech_reference, text)
-    print(f"character error rate with Whisper base, {decoding}: {rate:.3f}")
-    assert rate <= 0.35, text
+    print(f"character error rate with Whisper base, {engine}, {decoding}: {rate:.3f}")
+    assert rate <= (0.3 if engine == "ctranslate2" else 0.35), text  # measured: 0.26-0.27 and 0.29-0.33
     assert all(0.0 <= s["start"] < s["end"] <= 25.8 for s in segments)
     assert segments[0]["start"] < 1.0 and segments[-1]["end"] > 24.0  # speech from start to end is covered
 

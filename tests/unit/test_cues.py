@@ -108,6 +108,20 @@ def test_a_short_fragment_between_two_lines_borrows_time_from_its_neighbour():
     assert cues[1].end - cues[1].start >= 5 / 6 - 1e-6
 
 
+def test_a_short_first_fragment_takes_time_from_the_line_it_runs_into_not_from_the_silence_before():
+    # Recorded shape (real Whisper base on CTranslate2): "なんでも" alone, 0.47 s, 2 s after a pause,
+    # right before the rest of its sentence. Lengthened backwards it would show 0.4 s early.
+    segments = [
+        {"start": 6.46, "end": 9.05, "text": "どこで生まれたかとんと検討がつかぬ"},
+        {"start": 11.486, "end": 11.961, "text": "なんでも"},
+        {"start": 12.044, "end": 13.768, "text": "薄ぐらいじめじめしたところで"},
+    ]
+    cues = layout_cues(segments, "text", JAPANESE)
+    assert cues[1].start == 11.486  # starts with its speech
+    assert cues[1].end - cues[1].start >= 5 / 6 - 1e-6
+    assert cues[2].end == 13.768 and set(style_violations(cues, JAPANESE).values()) == {0}
+
+
 def test_a_long_slow_sentence_is_cut_to_at_most_seven_seconds_a_cue():
     cues = layout_cues([{"start": 0, "end": 20, "text": "천천히 아주 천천히 말하는 긴 문장"}], "text", KOREAN)
     assert len(cues) == 3  # 20 s: three cues, not one per word

@@ -4,24 +4,22 @@ import json
 from pathlib import Path
 
 from workers.hallucinations import filter_segments, known_phrases, normalize
+from workers.segments import Segment
 
 RECORDED = json.loads((Path(__file__).parents[1] / "data" / "recorded_segments.json").read_text(encoding="utf-8"))
 
 
 def test_the_loop_over_a_tone_is_dropped_and_the_speech_kept():
     for key in ("condition_on_previous_text_false", "condition_on_previous_text_true"):
-        segments = RECORDED[key]
+        segments = [Segment.from_json(s) for s in RECORDED[key]]
         kept, dropped = filter_segments(segments, "ja", speech=[tuple(s) for s in RECORDED["speech"]])
-        assert [s["start"] for s in kept] == [s["start"] for s in segments if s["start"] < 50], key
-        assert len(dropped) == 1 and dropped[0][0]["start"] == 53.4
+        assert [s.start for s in kept] == [s.start for s in segments if s.start < 50], key
+        assert len(dropped) == 1 and dropped[0][0].start == 53.4
         assert "repetition loop" in dropped[0][1]
 
 
 def segment(text, start=40.0, end=42.0, no_speech=0.05, logprob=-0.3, ratio=1.2):
-    return {
-        "start": start, "end": end, "text": text,
-        "no_speech_prob": no_speech, "avg_logprob": logprob, "compression_ratio": ratio,
-    }  # fmt: skip
+    return Segment(start, end, text, avg_logprob=logprob, no_speech_prob=no_speech, compression_ratio=ratio)
 
 
 def test_a_known_phrase_is_dropped_outside_speech_and_kept_inside_it():
