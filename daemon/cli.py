@@ -13,15 +13,14 @@ from typing import Any
 
 from loguru import logger
 
+from contract.media import probe
+from contract.protocol import dumps_json, printable
 from daemon import __version__
 from daemon.config import Config, ConfigError, default_config_path, is_set, load_config
 from daemon.errors import AutoKRError, JobNotFound, WorkerFailed
 from daemon.lock import StateLock
 from daemon.logs import setup_logging
 from daemon.store import Job, Store, state_space_problem
-from workers.errors import WorkerError
-from workers.media import probe
-from workers.protocol import dumps_json, printable
 
 EXIT_ERROR = 1
 
@@ -40,9 +39,9 @@ def _store(arguments: argparse.Namespace, config: Config | None = None) -> Store
 
 
 def command_run(arguments: argparse.Namespace) -> int:
+    from contract.media import find_ffmpeg, find_ffprobe
     from daemon.notify import Notifier
     from daemon.supervisor import Flags, Supervisor
-    from workers.media import find_ffmpeg, find_ffprobe
 
     config = _config(arguments)
     # Fail now, with a clear message, rather than on the first video.
@@ -187,30 +186,44 @@ def command_systemd_unit(arguments: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # --config and -v work before or after the command (`autokr run --config FILE`, as systemd
+    # units and scripts write it, and `autokr --config FILE run`): every parser knows them, and
+    # a subcommand's parser sets them only when they are given there.
+    def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
+        parser.add_argument(
+            "--config", type=Path, default=default if default is argparse.SUPPRESS else None,
+            help="config file (default: $AUTOKR_CONFIG or config/autokr.toml)",
+        )  # fmt: skip
+        parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+
+    common = argparse.ArgumentParser(add_help=False)
+    global_options(common, argparse.SUPPRESS)
     parser = argparse.ArgumentParser(prog="autokr", description="Korean subtitles for Japanese videos.")
+    global_options(parser, False)
     parser.add_argument("--version", action="version", version=f"autokr {__version__}")
-    parser.add_argument("--config", type=Path, help="config file (default: $AUTOKR_CONFIG or config/autokr.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    run = commands.add_parser("run", help="run the daemon in the foreground (what systemd runs)")
+    def command(name: str, **options: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **options)
+
+    run = command("run", help="run the daemon in the foreground (what systemd runs)")
     run.set_defaults(handler=command_run)
 
-    status = commands.add_parser("status", help="list every video, its stage and any error")
+    status = command("status", help="list every video, its stage and any error")
     status.add_argument("--json", action="store_true", help="machine-readable (stable fields)")
     status.set_defaults(handler=command_status)
 
-    retry = commands.add_parser("retry", help="queue a failed job again")
+    retry = command("retry", help="queue a failed job again")
     retry.add_argument("job", help="job id or video path")
     retry.add_argument("--force", action="store_true", help="redo from the start, replacing existing subtitles")
     retry.set_defaults(handler=command_retry)
 
-    enqueue = commands.add_parser("enqueue", help="add one video (also outside the inbox)")
+    enqueue = command("enqueue", help="add one video (also outside the inbox)")
     enqueue.add_argument("video")
     enqueue.add_argument("--force", action="store_true", help="replace an existing subtitle")
     enqueue.set_defaults(handler=command_enqueue)
 
-    once = commands.add_parser("once", help="the whole pipeline for one video, without the daemon")
+    once = command("once", help="the whole pipeline for one video, without the daemon")
     once.add_argument("video")
     once.add_argument("-o", "--output", help="subtitle file to write (default: beside the video)")
     once.add_argument("-w", "--whisper", help="Whisper model name or checkpoint path")
@@ -218,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     once.set_defaults(handler=command_once)
 
-    systemd_unit = commands.add_parser(
+    systemd_unit = command(
         "systemd-unit", help="print the systemd unit for this install and config (see README, Service)"
     )
     systemd_unit.add_argument(
@@ -246,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         if error.stderr_tail:
             print("last worker output:\n  " + error.stderr_tail.replace("\n", "\n  "), file=sys.stderr)
         return EXIT_ERROR
-    except (AutoKRError, WorkerError) as error:
+    except AutoKRError as error:  # the workers' errors too: one root
         print(f"autokr: {printable(error)}", file=sys.stderr)
         return EXIT_ERROR
     except FileNotFoundError as error:

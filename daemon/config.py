@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from contract.languages import NLLB_CODES
 from daemon.errors import ConfigError
-from workers.languages import NLLB_CODES
 
 if sys.version_info >= (3, 11):
     import tomllib

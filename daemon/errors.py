@@ -1,4 +1,5 @@
-"""The daemon's exceptions: one root, specific subclasses that carry context.
+"""The daemon's exceptions: subclasses of AutoKR's one root (``contract.errors.AutoKRError``)
+that carry context.
 
 They are turned into one-line messages for people only at the CLI edge (``daemon.cli``).
 """
@@ -7,9 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-class AutoKRError(Exception):
-    """Root of every error the daemon and the ``autokr`` command raise on purpose."""
+from contract.errors import AutoKRError
 
 
 class ConfigError(AutoKRError):

@@ -3,7 +3,7 @@
 Under systemd (``JOURNAL_STREAM`` set) lines carry no timestamp, since journald adds its own,
 and start with the sd-daemon priority prefix (``<3>`` error … ``<7>`` debug), so
 ``journalctl -p warning -u autokr`` filters by level. Every message has its control characters
-escaped (``workers.protocol.printable``), so one message is one line whatever a file is called.
+escaped (``contract.protocol.printable``), so one message is one line whatever a file is called.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from loguru import logger
 
-from workers.protocol import printable
+from contract.protocol import printable
 
 SYSLOG_PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 
-from workers.protocol import printable
+from contract.protocol import printable
 
 
 class Notifier:

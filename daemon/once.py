@@ -13,11 +13,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from contract.protocol import STAGES
 from daemon import stages
 from daemon.config import Config, _default_state_dir
 from daemon.errors import WorkerFailed
 from daemon.runner import WorkerProcess, describe_exit
-from workers.protocol import STAGES
 
 
 class ProgressBar:

@@ -21,7 +21,7 @@ from typing import IO
 
 from loguru import logger
 
-from workers.protocol import (
+from contract.protocol import (
     EXIT_OUT_OF_MEMORY,
     MAX_LINE_BYTES,
     PARENT_PID_ENV,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from contract.files import NAME_MAX, temporary_prefix, write_json_atomically
 from daemon.config import Config
-from workers.common import NAME_MAX, temporary_prefix, write_json_atomically
 
 STAGE_OUTPUT_NAMES = {
     "extract": "audio.wav",

@@ -30,8 +30,9 @@ from typing import Any
 
 import sqlite_utils
 
+from contract.protocol import STAGES
+from daemon import scheduler
 from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, StateFull, StoreError
-from workers.protocol import STAGES
 
 SCHEMA_VERSION = 2
 FIRST_STAGE, LAST_STAGE = STAGES[0], STAGES[-1]
@@ -352,18 +353,14 @@ class Store:
                 self._update(connection, job_id, state="queued", progress=None)
         return [self.get(job_id) for (job_id,) in rows]
 
-    def next_batch(self, limit: int) -> list[Job]:
-        """Up to ``limit`` jobs waiting at the earliest stage that has work ready (read only;
-        ``claim`` takes them).
+    def ready(self) -> list[Job]:
+        """Queued jobs whose backoff is over, oldest first."""
+        return self._rows("state = 'queued' AND not_before <= ?", (self.clock(),))
 
-        Earliest stage first keeps videos that arrive together in one worker per stage, so
-        each model loads once for the whole group.
-        """
-        ready = self._rows("state = 'queued' AND not_before <= ?", (self.clock(),))
-        if not ready:
-            return []
-        stage = min((job.stage for job in ready), key=STAGES.index)
-        return [job for job in ready if job.stage == stage][:limit]
+    def next_batch(self, limit: int) -> list[Job]:
+        """Up to ``limit`` jobs for the next worker, as ``daemon.scheduler`` decides (read only;
+        ``claim`` takes them)."""
+        return scheduler.next_batch(self.ready(), STAGES, limit)
 
     def claim(self, jobs: list[Job]) -> list[Job]:
         """Marks ``jobs`` running, counting a run of their stage; returns those still waiting

@@ -27,6 +27,11 @@ from typing import Any
 
 from loguru import logger
 
+from contract import faults
+from contract.errors import PermanentError, WorkerError
+from contract.files import describe_os_error, file_signature, remove_own_file
+from contract.media import probe
+from contract.protocol import EXIT_OUT_OF_MEMORY, WorkerEvent
 from daemon import discovery, stages
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, StateFull
@@ -34,11 +39,6 @@ from daemon.notify import Notifier
 from daemon.runner import WorkerProcess, describe_exit
 from daemon.store import LAST_STAGE, Job, Store, state_space_problem
 from daemon.watcher import InboxWatcher
-from workers import faults
-from workers.common import describe_os_error, file_signature, remove_own_file
-from workers.errors import PermanentError, WorkerError
-from workers.media import probe
-from workers.protocol import EXIT_OUT_OF_MEMORY, WorkerEvent
 
 STAGE_VERBS = {
     "extract": "extracting",

@@ -20,8 +20,8 @@ import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from contract.errors import PermanentError, TransientError
 from workers.common import log
-from workers.errors import PermanentError, TransientError
 
 SENTENCEPIECE = "sentencepiece.bpe.model"  # what every NLLB checkpoint tokenizes with
 

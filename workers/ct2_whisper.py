@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from contract.errors import PermanentError
 from workers import ct2
 from workers.chunks import (
     COMPRESSION_RATIO_LIMIT,
@@ -42,7 +43,6 @@ from workers.chunks import (
     plan_chunks,
 )
 from workers.common import log
-from workers.errors import PermanentError
 from workers.segments import Segment, Word, scored
 
 TOKENIZER = "tokenizer.json"

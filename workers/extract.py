@@ -23,6 +23,8 @@ from typing import Any
 
 import ffmpeg
 
+from contract.errors import PermanentError, TransientError
+from contract.media import CONTAINER_FORMATS, MediaInfo, as_input_url, find_ffmpeg, probe
 from workers.common import (
     Item,
     ProgressCallback,
@@ -32,8 +34,6 @@ from workers.common import (
     run_worker,
     start_worker,
 )
-from workers.errors import PermanentError, TransientError
-from workers.media import CONTAINER_FORMATS, MediaInfo, as_input_url, find_ffmpeg, probe
 
 SAMPLE_RATE = 16000
 WAV_BYTES_PER_SECOND = SAMPLE_RATE * 2  # 16-bit mono

@@ -21,7 +21,8 @@ from typing import Any
 
 import pysubs2
 
-from workers import faults
+from contract import faults
+from contract.errors import PermanentError, TransientError
 from workers.common import (
     Item,
     ProgressCallback,
@@ -35,7 +36,6 @@ from workers.common import (
     temporary_path,
 )
 from workers.cues import layout_cues, limits_for
-from workers.errors import PermanentError, TransientError
 
 NO_SPEECH_NOTE = "no speech found"
 

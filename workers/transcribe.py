@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from workers import faults
+from contract import faults
+from contract.errors import PermanentError, TransientError
 from workers.chunks import Interval
 from workers.common import (
     Item,
@@ -38,7 +39,6 @@ from workers.common import (
     start_worker,
     write_json_atomically,
 )
-from workers.errors import PermanentError, TransientError
 from workers.hallucinations import filter_segments
 from workers.segments import Segment, Word, scored
 from workers.timing import follow_speech

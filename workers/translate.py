@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from workers import faults
+from contract import faults
+from contract.errors import PermanentError, TransientError
+from contract.languages import nllb_code
 from workers.common import (
     Item,
     ProgressCallback,
@@ -30,8 +32,6 @@ from workers.common import (
     start_worker,
     write_json_atomically,
 )
-from workers.errors import PermanentError, TransientError
-from workers.languages import nllb_code
 from workers.sentences import join_source, regroup, sentence_groups
 
 # A batch holds at most ``batch_size`` sentences and at most ``batch_size × TOKENS_PER_SENTENCE``

@@ -217,3 +217,28 @@ def test_configuration_problems_are_all_reported(tmp_path):
     assert "[daemon] stable_seconds must be a number" in result.stderr
     assert "unknown key [daemon] colour" in result.stderr
     assert str(config) in result.stderr
+
+
+@pytest.mark.parametrize("order", ["run --config FILE", "--config FILE run"])
+def test_config_is_taken_before_or_after_the_command(folders, tiny_whisper, tiny_nllb, order):
+    import signal
+    import subprocess
+    import sys
+
+    config = daemon_fixture.write_config(
+        folders["root"] / "mine.toml", folders["inbox"], folders["state"], tiny_whisper, tiny_nllb
+    )
+    words = [str(config) if word == "FILE" else word for word in order.split()]
+    with open(folders["root"] / "out.log", "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "daemon", *words], stdout=log, stderr=log)
+    try:
+        wait_for(lambda: "ready:" in (folders["root"] / "out.log").read_text(errors="replace"), 30, "ready")
+        assert (folders["state"] / "autokr.sqlite3").exists()  # the file's state_dir, not a default one
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    assert autokr(config, "status").returncode == 0
+    listed = subprocess.run(
+        [sys.executable, "-m", "daemon", "status", "--json", "--config", str(config)], capture_output=True, text=True
+    )
+    assert listed.returncode == 0 and json.loads(listed.stdout) == []

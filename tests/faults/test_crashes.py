@@ -3,7 +3,7 @@ that die or hang, videos deleted or replaced under a running job.
 
 The real daemon runs as a subprocess with real SQLite, ffmpeg and worker processes and the
 tiny models. Moments a test cannot time (between a worker's rename of its output and the
-database commit, say) are reached with ``$AUTOKR_FAULT`` (workers/faults.py)."""
+database commit, say) are reached with ``$AUTOKR_FAULT`` (contract/faults.py)."""
 
 from __future__ import annotations
 

@@ -237,8 +237,8 @@ def test_memory_does_not_grow_over_200_jobs(place, clip, tiny_whisper, tiny_nllb
         return rss_kb(daemon.pid) if done >= count else None
 
     try:
-        # The earliest stage goes first: all 200 are extracted and transcribed before the first
-        # batch of 20 is translated and done, so job 20 comes late on a slow machine.
+        # Cohorts of 20 (daemon/scheduler.py): the first 20 go through every stage before the
+        # next 20 start, so job 20 comes early and job 200 after nine more cohorts.
         rss_20 = wait_for(lambda: done_at_least(20), 1200, "20 jobs done", interval=0.5)
         rss_200 = wait_for(lambda: done_at_least(200), 1200, "200 jobs done", interval=1)
         jobs = status(daemon.config)

@@ -79,3 +79,16 @@ def test_memory_levels_halve_the_batch_then_step_down_the_model():
     assert step_down(nllb, 16, 9, SMALLER_TRANSLATOR) == ("facebook/nllb-200-distilled-600M", 1)
     assert step_down("large-v3", 1, 1, SMALLER_WHISPER) == ("large-v2", 1)
     assert step_down("/models/tiny.pt", 1, 3, SMALLER_WHISPER) == ("/models/tiny.pt", 1)  # a path: kept
+
+
+def test_global_options_are_taken_before_or_after_the_command():
+    from daemon.cli import build_parser
+
+    parser = build_parser()
+    for words in (["--config", "a.toml", "-v", "status"], ["status", "--config", "a.toml", "-v"],
+                  ["-v", "status", "--config", "a.toml"]):  # fmt: skip
+        parsed = parser.parse_args(words)
+        assert (parsed.command, parsed.config, parsed.verbose) == ("status", Path("a.toml"), True), words
+    parsed = parser.parse_args(["run"])
+    assert (parsed.config, parsed.verbose) == (None, False)
+    assert parser.parse_args(["--config", "a.toml", "run", "--config", "b.toml"]).config == Path("b.toml")

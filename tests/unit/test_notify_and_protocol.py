@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
+from contract.protocol import MalformedEvent, decode_event, dumps_json, encode_event, printable
 from daemon.config import load_config
 from daemon.notify import Notifier
 from daemon.runner import describe_exit
 from daemon.store import Store
 from daemon.supervisor import Supervisor
-from workers.protocol import MalformedEvent, decode_event, dumps_json, encode_event, printable
 
 
 def test_notify_sends_datagrams_to_a_real_socket(tmp_path):

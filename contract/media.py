@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from workers.errors import PermanentError, WorkerError
+from contract.errors import PermanentError, WorkerError
 
 JAPANESE_TAGS = ("jpn", "ja", "jp", "japanese")
 # The demuxers behind DEFAULT_VIDEO_EXTENSIONS (daemon/config.py): mkv/webm → matroska,

@@ -1,0 +1,43 @@
+"""The package boundaries: the daemon and the workers meet only in ``contract``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """For each module of ``package``: the top-level packages it imports (lazily or not)."""
+    found = {}
+    for path in sorted((REPOSITORY / package).rglob("*.py")):
+        names: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+        found[str(path.relative_to(REPOSITORY))] = names
+    return found
+
+
+def test_the_daemon_and_the_workers_meet_only_in_the_contract():
+    crossings = [
+        (module, name)
+        for package, forbidden in (
+            ("daemon", {"workers"}),
+            ("workers", {"daemon"}),
+            ("contract", {"daemon", "workers"}),
+        )
+        for module, names in imported_packages(package).items()
+        for name in names & forbidden
+    ]
+    assert crossings == []
+
+
+def test_the_daemon_and_the_contract_import_no_model_library():
+    heavy = {"torch", "whisper", "transformers", "ctranslate2", "faster_whisper", "onnxruntime", "sentencepiece"}
+    for package in ("daemon", "contract"):
+        for module, names in imported_packages(package).items():
+            assert not names & heavy, (module, names & heavy)
