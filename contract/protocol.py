@@ -32,7 +32,6 @@ EVENT_PREFIX = "@autokr "
 EVENT_KINDS = ("progress", "done", "failed")
 MAX_LINE_BYTES = 64 * 1024
 
-STAGES: tuple[str, ...] = ("extract", "transcribe", "translate", "subtitle")
 
 # Exit statuses with a meaning beyond "something went wrong".
 EXIT_OK = 0

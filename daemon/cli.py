@@ -14,6 +14,7 @@ from typing import Any
 from loguru import logger
 
 from contract.media import probe
+from contract.pipeline import PIPELINE
 from contract.protocol import dumps_json, printable
 from daemon import __version__
 from daemon.config import Config, ConfigError, default_config_path, is_set, load_config
@@ -71,7 +72,7 @@ def _one_line(text: str | None) -> str:
 def _models_summary(facts: dict[str, Any]) -> str:
     """``large-v3 batched ×16 → nllb-200-1.3B ×16``: what produced a finished job's subtitles."""
     parts = []
-    for stage in ("transcribe", "translate"):
+    for stage in (spec.name for spec in PIPELINE if spec.device == "gpu"):  # the stages that run a model
         model = facts.get(f"{stage}_model")
         if not model:
             continue

@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from contract.protocol import STAGES
+from contract.pipeline import STAGES
 from daemon import stages
 from daemon.config import Config, _default_state_dir
 from daemon.errors import WorkerFailed

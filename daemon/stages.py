@@ -10,14 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from contract.files import NAME_MAX, temporary_prefix, write_json_atomically
+from contract.pipeline import STAGE
 from daemon.config import Config
-
-STAGE_OUTPUT_NAMES = {
-    "extract": "audio.wav",
-    "transcribe": "transcript.json",
-    "translate": "translation.json",
-}
-STAGE_INPUT = {"transcribe": "extract", "translate": "transcribe", "subtitle": "translate"}
 
 
 def job_work_dir(config: Config, job_id: int) -> Path:
@@ -61,11 +55,10 @@ def batch_item(
     subtitle worker replaces a file only while it still matches (decided when it writes).
     ``force``: a person asked to replace whatever is there (``--force``)."""
     work = job_work_dir(config, job_id)
-    if stage == "extract":
-        return BatchItem(job_id, video, work / STAGE_OUTPUT_NAMES["extract"], {})
-    source = work / STAGE_OUTPUT_NAMES[STAGE_INPUT[stage]]
-    if stage in STAGE_OUTPUT_NAMES:
-        return BatchItem(job_id, source, work / STAGE_OUTPUT_NAMES[stage], {})
+    spec = STAGE[stage]
+    source = work / spec.reads if spec.reads else video
+    if spec.writes:
+        return BatchItem(job_id, source, work / spec.writes, {})
     languages = config.languages
     extra: dict[str, Any] = {"overwrite": force, "source_output": None, "own_subtitles": own_subtitles or {}}
     if signature is not None:
@@ -125,7 +118,7 @@ def write_manifest(path: Path, items: list[BatchItem]) -> None:
 
 
 def worker_command(config: Config, stage: str, manifest: Path) -> list[str]:
-    return [sys.executable, "-m", f"workers.{stage}", "--jobs", str(manifest), *stage_options(config, stage)]
+    return [sys.executable, "-m", STAGE[stage].worker, "--jobs", str(manifest), *stage_options(config, stage)]
 
 
 def remove_temporary_files(outputs: list[Path]) -> int:

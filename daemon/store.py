@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
-from contract.protocol import STAGES
+from contract.pipeline import STAGES
 from daemon import scheduler
 from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, StateFull, StoreError
 

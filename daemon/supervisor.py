@@ -31,6 +31,7 @@ from contract import faults
 from contract.errors import PermanentError, WorkerError
 from contract.files import describe_os_error, file_signature, remove_own_file
 from contract.media import probe
+from contract.pipeline import STAGE
 from contract.protocol import EXIT_OUT_OF_MEMORY, WorkerEvent
 from daemon import discovery, stages
 from daemon.config import Config, load_config
@@ -40,12 +41,6 @@ from daemon.runner import WorkerProcess, describe_exit
 from daemon.store import LAST_STAGE, Job, Store, state_space_problem
 from daemon.watcher import InboxWatcher
 
-STAGE_VERBS = {
-    "extract": "extracting",
-    "transcribe": "transcribing",
-    "translate": "translating",
-    "subtitle": "writing",
-}
 MAX_MEMORY_LEVEL = 8  # e.g. batch 16 → 8 → 4 → 2 → 1, then three smaller models
 PROMOTIONS_PER_TURN = 25  # bounds the ffprobe calls per turn, so a burst cannot stall the loop
 STATE_FULL_RECHECK_SECONDS = 5.0  # while paused for a full state folder, look again this often
@@ -386,7 +381,7 @@ class Supervisor:
         jobs_by_id = {str(job.id): job for job in jobs}
         self.batch = RunningBatch(stage, worker, jobs_by_id, items, last_activity=self.monotonic(), memory_level=level)
         names = ", ".join(Path(job.path).name for job in jobs)
-        logger.info("{} {} video(s) in worker pid {}: {}", STAGE_VERBS[stage], len(jobs), worker.pid, names)
+        logger.info("{} {} video(s) in worker pid {}: {}", STAGE[stage].verb, len(jobs), worker.pid, names)
 
     def _batch_item(self, stage: str, job: Job) -> stages.BatchItem:
         return stages.batch_item(
@@ -574,7 +569,7 @@ class Supervisor:
             name = Path(self.batch.jobs[first_id].path).name
             others = len(self.batch.jobs) - 1
             percent = self.batch.progress.get(first_id, 0.0)
-            head = f'{STAGE_VERBS[self.batch.stage]} "{name}" {percent:.0f}%' + (f" (+{others})" if others else "")
+            head = f'{STAGE[self.batch.stage].verb} "{name}" {percent:.0f}%' + (f" (+{others})" if others else "")
         problems = [problem for problem in (self.state_full, self.config_problem) if problem]
         if self.state_full:
             head = "paused" if self.batch is None else f"{head}, paused"

@@ -45,7 +45,8 @@ def test_real_speech_becomes_korean_and_japanese_subtitles(folders, whisper_base
         video = drop(speech_sample, folders["inbox"] / "Season 1", "Show - 01.mp4")
         job = wait_done(daemon, "Show - 01.mp4")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert job["state"] == "done"
     assert job["runs"] == {"extract": 1, "transcribe": 1, "translate": 1, "subtitle": 1}
     korean = pysubs2.load(str(video.with_name("Show - 01.ko.srt")), encoding="utf-8")
@@ -71,7 +72,8 @@ def test_a_video_without_speech_ends_done_with_no_subtitle(folders, tiny_whisper
         drop(music, folders["inbox"], "Opening theme.mkv")
         job = wait_done(daemon, "Opening theme.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert (job["state"], job["note"]) == ("done", "no speech found")
     assert list(folders["inbox"].glob("*.srt")) == []  # an empty .ko.srt would be a useless track
 
@@ -89,7 +91,8 @@ def test_bad_inputs_fail_clearly_and_a_good_video_still_gets_subtitles(
         jobs = {Path(job["path"]).name: job for job in status(daemon.config)}
         assert daemon.process is not None and daemon.process.poll() is None
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert good["state"] == "done"
     assert (folders["inbox"] / "good.ko.srt").exists()
     assert jobs["random.mkv"]["state"] == "failed"
@@ -108,7 +111,8 @@ def test_existing_subtitle_is_skipped_not_overwritten(folders, tiny_whisper, tin
     try:
         job = wait_done(daemon, "Movie.mkv", timeout=30)
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert job["state"] == "skipped"
     assert (folders["inbox"] / "Movie.ko.srt").read_text(encoding="utf-8").endswith("내 자막\n")
 
@@ -132,7 +136,8 @@ def test_a_replaced_video_starts_over_and_replaces_our_own_subtitle(folders, tin
             "the replaced video to be done again",
         )
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert second["id"] == first["id"]
     assert second["runs"] == {s: 1 for s in ("extract", "transcribe", "translate", "subtitle")}
     assert subtitle.stat().st_mtime_ns != first_stat.st_mtime_ns  # rewritten, not skipped

@@ -95,7 +95,8 @@ def test_a_crash_before_a_worker_starts_and_before_its_commit_loses_nothing(
     try:
         job = wait_finished(daemon, "Episode.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, f"crash before {stage} worker and before its commit", interrupted={stage: 2})
     assert job["runs"] == {s: 3 if s == stage else 1 for s in STAGES}
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
@@ -120,7 +121,8 @@ def test_kill_9_while_a_worker_runs_resumes_at_that_stage(
     try:
         job = wait_finished(daemon, "Episode.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, f"kill -9 during {stage}", interrupted={stage: 1})
     assert job["runs"] == {s: 2 if s == stage else 1 for s in STAGES}
     assert "resuming" in daemon.log()
@@ -138,7 +140,8 @@ def test_a_worker_killed_like_the_oom_killer_does_is_retried(place, videos, refe
         ledger.fault()
         job = wait_finished(daemon, "Episode.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, "worker SIGKILLed", interrupted={"transcribe": 1})
     assert job["runs"] == {"extract": 1, "transcribe": 2, "translate": 1, "subtitle": 1}
     assert "killed by SIGKILL" in daemon.log()
@@ -163,7 +166,8 @@ def test_gpu_out_of_memory_retries_with_half_the_batch_and_records_what_worked(
         drop(videos["short"], inbox, "Episode.mkv")
         job = wait_finished(daemon, "Episode.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(ooms)
     ledger.finished(job, f"GPU out of memory {ooms} times", interrupted={stage: ooms})
     assert job["runs"][stage] == ooms + 1
@@ -197,7 +201,8 @@ def test_a_worker_that_keeps_dying_or_hangs_fails_the_job_with_its_reason(
         assert daemon.running()
         assert not processes_mentioning(f"workers.{stage}")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert (job["stage"], job["attempts"]) == (stage, 2)
     assert reason in job["error"]
     assert f"AUTOKR_FAULT: the {stage} worker" in job["stderr_tail"]
@@ -210,7 +215,8 @@ def test_a_worker_that_keeps_dying_or_hangs_fails_the_job_with_its_reason(
         assert "queued at " + stage in autokr(daemon.config, "retry", str(job["id"])).stdout
         job = wait_finished(daemon, "Episode.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, f"{fault}, then retried", interrupted={stage: 2})
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
 
@@ -234,7 +240,8 @@ def test_videos_deleted_while_queued_or_mid_stage_are_dropped_and_their_worker_s
         wait_for(lambda: not alive(worker), 15, "the worker of the deleted video to be stopped")
         assert daemon.running()
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     assert "during transcribe" in dropped["Running.mkv"]["note"]
     assert "deleted or moved" in dropped["Queued.mkv"]["note"]
     assert list(inbox.glob("*.srt")) == []
@@ -256,7 +263,8 @@ def test_a_video_replaced_mid_stage_starts_over_with_the_new_content(
             "the replaced video to be done",
         )
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, "replaced mid-stage")
     # Only the new content's subtitles, never the old ones beside the new video:
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]

@@ -51,7 +51,8 @@ def test_only_complete_files_become_jobs(place, clip, tiny_whisper, tiny_nllb, l
         os.rename(root / "Moved.mkv", inbox / "Moved.mkv")
         jobs = {name: wait_finished(daemon, name) for name in ("Slow.mkv", "Copied.mkv", "Moved.mkv")}
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     for name, job in jobs.items():
         ledger.finished(job, name)
     assert names_of(status(daemon.config)) == ["Copied.mkv", "Moved.mkv", "Slow.mkv"]
@@ -136,7 +137,8 @@ def test_full_or_read_only_video_folders_fail_clearly_and_succeed_on_retry(
                 "both retries to finish",
             )
         finally:
-            assert daemon.stop() == 0
+            stopped = daemon.stop()
+        assert stopped == 0, "the daemon did not stop cleanly"
         assert (full / "Episode.ko.srt").exists() and (locked / "Episode.ko.srt").exists()
     assert (jobs["Full"]["stage"], jobs["Locked"]["stage"]) == ("subtitle", "subtitle")
     assert jobs["Full"]["error"].startswith(f"no space left on the disk holding {full}")
@@ -160,7 +162,8 @@ def test_a_full_work_folder_fails_clearly_and_succeeds_on_retry(place, clip, tin
             autokr(daemon.config, "retry", str(failed["id"]))
             job = wait_finished(daemon, "Episode.mkv")
         finally:
-            assert daemon.stop() == 0
+            stopped = daemon.stop()
+        assert stopped == 0, "the daemon did not stop cleanly"
     # The WAV (extract) or a worker's manifest (the daemon, before transcribe) hits the full disk.
     assert failed["stage"] in ("extract", "transcribe")
     assert failed["error"].startswith(f"no space left on the disk holding {work}")
@@ -187,7 +190,8 @@ def test_200_status_calls_during_a_busy_run_never_see_a_locked_database(place, c
             results = list(pool.map(call, range(220)))
         jobs = [wait_finished(daemon, f"Clip {number}.mkv") for number in range(8)]
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     status_calls = [r for i, r in enumerate(results) if i % 10]
     assert len(status_calls) == 198
@@ -243,7 +247,8 @@ def test_memory_does_not_grow_over_200_jobs(place, clip, tiny_whisper, tiny_nllb
         rss_200 = wait_for(lambda: done_at_least(200), 1200, "200 jobs done", interval=1)
         jobs = status(daemon.config)
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     for job in jobs:
         ledger.finished(job, Path(job["path"]).name)
     ledger.report(f"200 jobs: daemon RSS {rss_20 / 1024:.1f} MB after job 20, {rss_200 / 1024:.1f} MB after job 200")
@@ -283,7 +288,8 @@ def test_hostile_names_each_get_their_subtitle_beside_them(place, clip, tmp_path
         jobs = {name: wait_finished(daemon, Path(name).name) for name in HOSTILE_NAMES}
         sockets = _inet_sockets(daemon.pid)
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     for name, job in jobs.items():
         ledger.finished(job, repr(name))
         video = inbox / name

@@ -112,7 +112,8 @@ def test_1_odd_paths_are_recorded_and_a_shift_jis_name_gets_its_subtitle_across_
         table = autokr(daemon.config, "status").stdout
         jobs = status(daemon.config)
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(normal, "Normal.mkv beside odd paths")
     assert job["state"] == "done"
     assert os.fsencode(job["path"]) == os.fsencode(str(inbox)) + b"/" + "猫の話.mkv".encode("shift_jis")
@@ -145,7 +146,8 @@ def test_2_a_newline_in_a_name_forges_no_sd_notify_assignment_or_journal_line(
         job = wait_finished(daemon, name)
         table = autokr(daemon.config, "status").stdout
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     ledger.finished(job, repr(name))
     lines = [line for message in notify.messages for line in message.split("\n")]
@@ -185,7 +187,8 @@ def test_3_a_persons_subtitle_saved_during_a_rerun_or_in_the_last_instant_is_kep
         (inbox / "B.ko.srt").write_text(PERSON, encoding="utf-8")
         b = wait_finished(daemon, "B.mkv", states=("skipped",))
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     assert first["state"] == "done" and ours != PERSON.encode()
     assert (inbox / "A.ko.srt").read_text(encoding="utf-8") == PERSON
@@ -220,7 +223,8 @@ def test_4_a_full_state_folder_pauses_the_daemon_which_carries_on_once_space_is_
             filler.unlink()
             during = [wait_finished(daemon, f"During {number}.mkv", 120) for number in range(3)]
         finally:
-            assert daemon.stop() == 0
+            stopped = daemon.stop()
+        assert stopped == 0, "the daemon did not stop cleanly"
         connection = sqlite3.connect(state / "autokr.sqlite3")
         try:
             assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -253,7 +257,8 @@ def test_5_an_implausible_audio_start_is_refused_before_any_padding_is_written(
         refused = wait_finished(daemon, "bomb.mp4", 120, ("failed",))
         normal = wait_finished(daemon, "Normal.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     ledger.finished(normal, "Normal.mkv beside a disk bomb")
     assert refused["stage"] == "extract" and refused["attempts"] == 1  # permanent: not retried
@@ -281,7 +286,8 @@ def test_6_a_playlist_or_concat_list_named_mkv_is_refused_and_opens_nothing(
         evil = wait_finished(daemon, "evil.mkv", 60, ("failed",))
         concat = wait_finished(daemon, "list.mp4", 60, ("failed",))
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     ledger.finished(normal, "Normal.mkv beside playlists")
     assert evil["error"].startswith("not a video container (it is hls;")
@@ -310,7 +316,8 @@ def test_7_a_second_daemon_on_the_same_state_folder_exits_and_touches_nothing(
         reading_took = time.monotonic() - started
         job = wait_finished(daemon, "Episode.mkv")
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     ledger.finished(job, "Episode.mkv beside a second daemon")
     assert second.returncode == 1
@@ -364,7 +371,8 @@ def test_8_autokrs_own_subtitle_of_replaced_content_goes_when_the_new_content_ha
             "A to be done again",
         )  # fmt: skip
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     for name, job in first.items():
         ledger.finished(job, f"{name} before it was replaced")
@@ -411,7 +419,8 @@ def test_10_a_worker_that_floods_its_output_cannot_grow_the_daemon_or_lose_its_r
         drop(clip, inbox, "Flood again.mkv")
         failed = wait_finished(daemon, "Flood again.mkv", 240, ("failed",))
     finally:
-        assert daemon.stop() == 0
+        stopped = daemon.stop()
+    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     ledger.finished(done, "Flood.mkv (300 MB on stdout, a malformed event)")
     ledger.report(f"worker flooding 300 MB of output: daemon peak RSS {peak / 1024:.1f} MB")

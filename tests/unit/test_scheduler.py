@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, replace
 
-from contract.protocol import STAGES
+from contract.pipeline import STAGES
 from daemon.scheduler import next_batch
 
 
