@@ -221,7 +221,9 @@ def _whisper_on_ctranslate2(arguments: Any) -> Loaded:
     )
     where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {index}"
     log(f"whisper model {model_name}, {compute}, batches of {batch_size} ({where})")
-    folder = whisper_folder(model_name, arguments.model_dir or Path("."), arguments.converted_dir, compute)
+    # By hand, without --model-dir, named models go where the converted ones do by default.
+    model_dir = arguments.model_dir or Path.home() / ".cache" / "autokr" / "whisper"
+    folder = whisper_folder(model_name, model_dir, arguments.converted_dir, compute)
     model = Ct2Whisper(
         folder, device, index, compute, arguments.language, word_timestamps=not arguments.no_word_timestamps
     )
