@@ -110,6 +110,14 @@ class ProgressReporter:
             emit("progress", self.item_id, percent=round(percent, 1))
 
 
+def fail_every_item(items: list[Item], error: WorkerError) -> int:
+    """The model a worker needs cannot be had: every video in its manifest says why (a
+    ``PermanentError`` for good, anything else to be retried). Returns the exit status."""
+    for item in items:
+        emit("failed", item.id, reason=str(error), permanent=isinstance(error, PermanentError))
+    return 0
+
+
 def die_with_parent() -> None:
     """Asks Linux to SIGTERM this worker when the daemon dies, and exits if it already has.
 

@@ -53,7 +53,7 @@ def is_ctranslate2_model(folder: Path) -> bool:
     return (folder / "model.bin").is_file() and (folder / "config.json").is_file()
 
 
-def _slug(name_or_directory: str) -> str:
+def conversion_name(name_or_directory: str) -> str:
     """The folder name of a conversion: the hub name, or a local folder's name with a digest
     of its path and its weights' size and mtime (a changed model converts anew)."""
     source = Path(name_or_directory)
@@ -153,7 +153,7 @@ def nllb_folder(name_or_directory: str, converted_dir: Path, compute: str = "int
 
     try:
         return convert_once(
-            converted_dir / f"{_slug(name_or_directory)}-{storage}", convert,
+            converted_dir / f"{conversion_name(name_or_directory)}-{storage}", convert,
             f"converting {name_or_directory} to CTranslate2",
         )  # fmt: skip
     except (OSError, ValueError) as error:

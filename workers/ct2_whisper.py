@@ -98,7 +98,7 @@ def _convert(source: Path, converted_dir: Path, compute: str) -> Path:
         converter.convert(str(temporary), quantization=storage, force=True)
 
     return ct2.convert_once(
-        converted_dir / f"{ct2._slug(str(source))}-{storage}", convert, f"converting {source} to CTranslate2"
+        converted_dir / f"{ct2.conversion_name(str(source))}-{storage}", convert, f"converting {source} to CTranslate2"
     )
 
 

@@ -32,7 +32,7 @@ from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
-    emit,
+    fail_every_item,
     items_from_arguments,
     log,
     run_worker,
@@ -282,9 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load(arguments)
     except (PermanentError, TransientError) as error:
-        for item in items:  # the model cannot be had: every video says why
-            emit("failed", item.id, reason=str(error), permanent=isinstance(error, PermanentError))
-        return 0
+        return fail_every_item(items, error)
     if arguments.memory_level:
         log(f"memory level {arguments.memory_level}: {loaded.model}, at most {loaded.batch_size} chunks a batch")
 

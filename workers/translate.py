@@ -25,7 +25,7 @@ from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
-    emit,
+    fail_every_item,
     items_from_arguments,
     log,
     run_worker,
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         loaded = load(arguments, source_code)
     except (PermanentError, TransientError) as error:
-        for item in items:  # the model cannot be had: every video says why
-            emit("failed", item.id, reason=str(error), permanent=isinstance(error, PermanentError))
-        return 0
+        return fail_every_item(items, error)
     if arguments.memory_level:
         log(f"memory level {arguments.memory_level}: {loaded.model}, batches of {loaded.batch_size}")
     num_beams = arguments.num_beams or (4 if loaded.on_gpu else 1)
