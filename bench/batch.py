@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY / "tests"))
+sys.path.insert(0, str(REPOSITORY))  # testkit/
 
-from fixtures.daemon import Daemon, status, wait_for, write_config  # noqa: E402
-from fixtures.media import make_video  # noqa: E402
-from fixtures.tiny_models import build_tiny_nllb, build_tiny_whisper  # noqa: E402
+from testkit.daemon import Daemon, status, wait_for, write_config  # noqa: E402
+from testkit.media import make_video  # noqa: E402
+from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper  # noqa: E402
 
 
 def main() -> int:

@@ -31,7 +31,6 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
-sys.path.insert(0, str(REPOSITORY / "tests"))
 
 LARGE_V3_HF = dict(vocab_size=51866, num_mel_bins=128, d_model=1280, encoder_layers=32,
                    encoder_attention_heads=20, decoder_layers=32, decoder_attention_heads=20,
@@ -67,8 +66,9 @@ def build_nllb(directory: Path, shape: dict[str, int], device: str) -> Path:
     """The tests' tokenizer (trained on a dozen sentences) with a random model of ``shape`` and
     NLLB-200's 256,206-token vocabulary."""
     import torch
-    from fixtures.tiny_models import build_tiny_nllb
     from transformers import M2M100Config, M2M100ForConditionalGeneration
+
+    from testkit.tiny_models import build_tiny_nllb
 
     build_tiny_nllb(directory, steps=1)
     tiny = json.loads((directory / "config.json").read_text(encoding="utf-8"))
@@ -226,8 +226,8 @@ def transcription(whisper_path: Path, device: str, steps: int, batches: list[int
 
 def translation(nllb: Path, device: str, new_tokens: int, batches: list[int]) -> None:
     import torch
-    from fixtures.tiny_models import SENTENCE_PAIRS
 
+    from testkit.tiny_models import SENTENCE_PAIRS
     from workers.models import load_translator
 
     tokenizer, model = load_translator(str(nllb), device, "jpn_Jpan", None)
@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     whisper_path = build_whisper(work / "whisper.pt", SMALL_WHISPER if arguments.small else LARGE_V3, build_device)
     nllb = build_nllb(work / "nllb", SMALL_NLLB if arguments.small else NLLB_1_3B, build_device)
-    from fixtures.tiny_models import build_tiny_whisper_hf
+    from testkit.tiny_models import build_tiny_whisper_hf
 
     if not (work / "whisper-hf").exists():
         build_tiny_whisper_hf(work / "whisper-hf", None if arguments.small else LARGE_V3_HF)

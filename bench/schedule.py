@@ -25,9 +25,9 @@ import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY / "tests"))
+sys.path.insert(0, str(REPOSITORY))  # testkit/
 
-from fixtures.daemon import Daemon, status, write_config  # noqa: E402
+from testkit.daemon import Daemon, status, write_config  # noqa: E402
 
 
 def one_run(

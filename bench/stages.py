@@ -151,8 +151,8 @@ def main(argv: list[str] | None = None) -> int:
             memory = results["transcribe ctranslate2"][1] / results["faster-whisper"][1]
             print(f"  peak RSS ctranslate2 / faster-whisper: {memory:.2f}")
             if arguments.reference:
-                sys.path.insert(0, str(REPOSITORY / "tests"))
-                from fixtures.speech import character_error_rate  # after the runs: numpy would count in theirs
+                sys.path.insert(0, str(REPOSITORY))  # testkit/
+                from testkit.speech import character_error_rate  # after the runs: numpy would count in theirs
 
                 spoken = arguments.reference.read_text(encoding="utf-8").strip() * arguments.repeat
                 texts = {"ctranslate2": out["ct2"], "torch": out["torch"], "torch sequential": out["sequential"],

@@ -26,7 +26,6 @@ from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPOSITORY))
-sys.path.insert(0, str(REPOSITORY / "tests"))
 
 DISTILLED_600M = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
                       decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
@@ -39,8 +38,9 @@ def build(folder: Path, shape: dict[str, int]) -> Path:
     """A random-weight NLLB (M2M100) of ``shape`` with the tiny test tokenizer (CTranslate2's
     converter pads the vocabulary to the model's 256,206 entries, as the real one has)."""
     import torch
-    from fixtures.tiny_models import build_tiny_nllb
     from transformers import M2M100Config, M2M100ForConditionalGeneration, NllbTokenizer
+
+    from testkit.tiny_models import build_tiny_nllb
 
     if (folder / "config.json").exists():
         return folder
@@ -60,7 +60,7 @@ def build(folder: Path, shape: dict[str, int]) -> Path:
 
 
 def sentences(count: int) -> list[str]:
-    from fixtures.tiny_models import SENTENCE_PAIRS
+    from testkit.tiny_models import SENTENCE_PAIRS
 
     sources = [source for source, _ in SENTENCE_PAIRS]
     return [sources[i % len(sources)] for i in range(count)]

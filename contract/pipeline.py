@@ -31,3 +31,4 @@ PIPELINE: tuple[Stage, ...] = (
 )
 STAGE = {stage.name: stage for stage in PIPELINE}
 STAGES: tuple[str, ...] = tuple(stage.name for stage in PIPELINE)
+FIRST_STAGE, LAST_STAGE = STAGES[0], STAGES[-1]

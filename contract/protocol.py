@@ -57,6 +57,36 @@ class WorkerEvent:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class StageDone:
+    """A ``done`` event's facts as the daemon reads them (a worker may send more, for its log)."""
+
+    written: tuple[str, ...] = ()
+    """The subtitle files written (the last stage); the other stages write their one output."""
+    note: str | None = None
+    """Why nothing was written although the stage succeeded (no speech in the video)."""
+    skipped: str | None = None
+    """Why the last stage refused to write (a subtitle AutoKR must not replace is there)."""
+    model: str | None = None
+    engine: str | None = None
+    decoding: str | None = None
+    batch_size: int | None = None
+
+    @classmethod
+    def from_event(cls, event: WorkerEvent) -> StageDone:
+        facts = event.facts
+        batch_size = facts.get("batch_size")
+        return cls(
+            written=tuple(facts.get("written", ())),
+            note=facts.get("note") or None,
+            skipped=facts.get("skipped") or None,
+            model=facts.get("model") or None,
+            engine=facts.get("engine") or None,
+            decoding=facts.get("decoding") or None,
+            batch_size=int(batch_size) if batch_size else None,
+        )
+
+
 def dumps_json(value: Any, indent: int | None = None) -> str:
     """JSON text that encodes to UTF-8 whatever file names ``value`` holds (see the module's
     docstring): Japanese stays readable, lone surrogates become ``\\udcXX`` escapes."""
@@ -82,9 +112,12 @@ def _check_facts(kind: str, facts: dict[str, Any]) -> None:
         written = facts.get("written", [])
         if not isinstance(written, list) or not all(isinstance(path, str) for path in written):
             raise MalformedEvent("a done event's written must be a list of paths")
-        for name in ("note", "skipped", "model", "decoding"):
+        for name in ("note", "skipped", "model", "decoding", "engine"):
             if facts.get(name) is not None and not isinstance(facts[name], str):
                 raise MalformedEvent(f"a done event's {name} must be text")
+        batch_size = facts.get("batch_size")
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)):
+            raise MalformedEvent("a done event's batch_size must be a whole number")
 
 
 def decode_event(line: str) -> WorkerEvent | None:

@@ -13,15 +13,17 @@ from typing import Any
 
 from loguru import logger
 
+from contract.errors import AutoKRError
 from contract.media import probe
 from contract.pipeline import PIPELINE
 from contract.protocol import dumps_json, printable
 from daemon import __version__
-from daemon.config import Config, ConfigError, default_config_path, is_set, load_config
-from daemon.errors import AutoKRError, JobNotFound, WorkerFailed
+from daemon.config import Config, default_config_path, is_set, load_config
+from daemon.errors import ConfigError, JobNotFound, WorkerFailed
+from daemon.jobs import Job, JobFacts, JobState
 from daemon.lock import StateLock
 from daemon.logs import setup_logging
-from daemon.store import Job, Store, state_space_problem
+from daemon.store import Store, state_space_problem
 
 EXIT_ERROR = 1
 
@@ -52,15 +54,12 @@ def command_run(arguments: argparse.Namespace) -> int:
     lock = StateLock(config.daemon.state_dir)
     lock.acquire()
     try:
-        store = Store(config.database_path)
-        flags = Flags()
-        flags.install()
-        logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
-        try:
+        with Store(config.database_path) as store:
+            flags = Flags()
+            flags.install()
+            logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
             stall = os.environ.get("AUTOKR_DEBUG_STALL_AFTER")  # test-only, see Supervisor
             return Supervisor(config, store, Notifier(), flags, stall_after=float(stall) if stall else None).run()
-        finally:
-            store.close()
     finally:
         lock.release()
 
@@ -69,17 +68,18 @@ def _one_line(text: str | None) -> str:
     return printable(text or "")
 
 
-def _models_summary(facts: dict[str, Any]) -> str:
-    """``large-v3 batched ×16 → nllb-200-1.3B ×16``: what produced a finished job's subtitles."""
+def _models_summary(facts: JobFacts) -> str:
+    """``large-v3 ctranslate2 batched ×16 → nllb-200-1.3B ctranslate2 ×16``: what produced a
+    finished job's subtitles."""
     parts = []
     for stage in (spec.name for spec in PIPELINE if spec.device == "gpu"):  # the stages that run a model
-        model = facts.get(f"{stage}_model")
-        if not model:
+        record = facts.stages.get(stage)
+        if record is None or not record.model:
             continue
-        how = [facts[f"{stage}_{fact}"] for fact in ("engine", "decoding") if facts.get(f"{stage}_{fact}")]
-        if facts.get(f"{stage}_batch_size"):
-            how.append(f"×{facts[f'{stage}_batch_size']}")
-        parts.append(" ".join([Path(str(model)).name, *how]))
+        how = [fact for fact in (record.engine, record.decoding) if fact]
+        if record.batch_size:
+            how.append(f"×{record.batch_size}")
+        parts.append(" ".join([Path(record.model).name, *how]))
     return " → ".join(parts)
 
 
@@ -87,10 +87,10 @@ def _format_table(jobs: list[Job]) -> str:
     rows = [("ID", "STATE", "STAGE", "PROGRESS", "VIDEO", "ERROR / NOTE")]
     for job in jobs:
         progress = f"{job.progress:.0f}%" if job.progress is not None and job.state == "running" else "-"
-        detail = job.error or job.note or (_models_summary(job.facts) if job.state == "done" else "")
-        if job.state == "queued" and job.error:
+        detail = job.error or job.note or (_models_summary(job.facts) if job.state == JobState.DONE else "")
+        if job.state == JobState.QUEUED and job.error:
             detail = f"retrying: {job.error}"
-        rows.append((str(job.id), job.state, job.stage, progress, _one_line(job.path), _one_line(detail)))
+        rows.append((str(job.id), job.state.value, job.stage, progress, _one_line(job.path), _one_line(detail)))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     return "\n".join(
         "  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row)).rstrip() for row in rows
@@ -102,10 +102,8 @@ def command_status(arguments: argparse.Namespace) -> int:
     store = _store(arguments, config)
     jobs = []
     if store is not None:
-        try:
+        with store:
             jobs = store.jobs()
-        finally:
-            store.close()
     if arguments.json:
         print(dumps_json([job.as_public_dict() for job in jobs], indent=1))
         return 0
@@ -125,10 +123,8 @@ def command_retry(arguments: argparse.Namespace) -> int:
     store = _store(arguments)
     if store is None:
         raise JobNotFound(f"no job {arguments.job}: the daemon has not run yet")
-    try:
+    with store:
         job = store.retry(arguments.job, force=arguments.force)
-    finally:
-        store.close()
     print(f"job {job.id} queued at {job.stage}: {printable(job.path)}")
     return 0
 
@@ -138,11 +134,8 @@ def command_enqueue(arguments: argparse.Namespace) -> int:
     status = path.stat()
     probe(path)
     config = _config(arguments, need_inbox=False)
-    store = Store(config.database_path)
-    try:
+    with Store(config.database_path) as store:
         job = store.add(str(path), status.st_size, status.st_mtime_ns, force=arguments.force)
-    finally:
-        store.close()
     print(f"job {job.id} queued: {printable(job.path)}")
     return 0
 

@@ -45,6 +45,10 @@ class JobNotFound(AutoKRError):
     """No job matches the id or path a person gave."""
 
 
+class JobNotRetryable(AutoKRError):
+    """``autokr retry`` of a job that has not failed: it says to use ``--force``."""
+
+
 class WorkerFailed(AutoKRError):
     """A stage worker could not do its work; carries the reason and its stderr tail."""
 

@@ -1,6 +1,7 @@
 """``autokr once``: the whole pipeline for one video, without the daemon or its database.
 
-It runs the same worker processes, one stage after the other, in a temporary work folder.
+It runs the same worker processes through the same ``BatchRunner`` as the daemon, one stage
+after the other, in a temporary work folder; its handler keeps the result in memory.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from contract.pipeline import STAGES
+from contract.pipeline import LAST_STAGE, STAGES
+from contract.protocol import StageDone
 from daemon import stages
+from daemon.batch import BatchRunner, Ending
 from daemon.config import Config, _default_state_dir
 from daemon.errors import WorkerFailed
-from daemon.runner import WorkerProcess, describe_exit
+from daemon.jobs import JobId
 
 
 class ProgressBar:
@@ -40,6 +43,28 @@ class ProgressBar:
         self.stream.flush()
 
 
+class _OneVideo:
+    """``once``'s ``BatchHandler``: keeps the one video's result and shows its progress."""
+
+    def __init__(self, stage: str, bar: ProgressBar) -> None:
+        self.stage = stage
+        self.bar = bar
+        self.result: StageDone | None = None
+        self.failure = ""
+
+    def progress(self, job_id: JobId, percent: float) -> None:
+        self.bar.show(self.stage, percent)
+
+    def done(self, job_id: JobId, result: StageDone) -> None:
+        self.result = result
+
+    def failed(self, job_id: JobId, reason: str, permanent: bool) -> None:
+        self.failure = reason
+
+    def unfinished(self, job_id: JobId, ending: Ending) -> None:
+        self.failure = ending.reason
+
+
 def run_once(config: Config, video: Path, output: Path | None, quiet_logs: bool = True) -> list[Path]:
     """Runs every stage for ``video``; returns the subtitle files written.
 
@@ -48,6 +73,7 @@ def run_once(config: Config, video: Path, output: Path | None, quiet_logs: bool 
     """
     video = video.absolute()
     bar = ProgressBar()
+    job_id = JobId(1)
     with tempfile.TemporaryDirectory(prefix="autokr-once-") as work:
         config = dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, state_dir=Path(work)))
         if config.models.model_dir is None:
@@ -57,37 +83,24 @@ def run_once(config: Config, video: Path, output: Path | None, quiet_logs: bool 
             )
         written: list[Path] = []
         for stage in STAGES:
-            item = stages.batch_item(config, stage, 1, video, force=True)
-            if stage == "subtitle" and output is not None:
+            item = stages.batch_item(config, stage, job_id, video, force=True)
+            if stage == LAST_STAGE and output is not None:
                 item = dataclasses.replace(item, output=output.absolute())
             manifest = Path(work) / f"{stage}.json"
             stages.write_manifest(manifest, [item])
             lines: list[str] = []
-            worker = WorkerProcess(
-                stage,
-                stages.worker_command(config, stage, manifest),
-                stages.worker_environment(config),
-                on_log=lines.append if quiet_logs else None,
-            )
-            result = None
-            returncode = None
-            while returncode is None:
+            batch = BatchRunner(config, stage, {job_id: item}, manifest, on_log=lines.append if quiet_logs else None)
+            handler = _OneVideo(stage, bar)
+            while batch.pump(handler) is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):  # keep showing progress
-                    worker.process.wait(timeout=0.2)
-                returncode = worker.poll()
-                for event in worker.events():
-                    if event.kind == "progress":
-                        bar.show(stage, float(event.facts.get("percent", 0)))
-                    else:
-                        result = event
-            if result is None or result.kind != "done":
-                reason = str(result.facts.get("reason")) if result else describe_exit(returncode)
-                raise WorkerFailed(f"{stage}: {reason}", worker.stderr_tail(), permanent=True)
-            bar.finish(stage, time.monotonic() - worker.started_at)
-            if stage == "subtitle":
-                written = [Path(p) for p in result.facts.get("written", [])]
-                if result.facts.get("note"):
-                    sys.stderr.write(f"{result.facts['note']}: no subtitle written\n")
+                    batch.worker.process.wait(timeout=0.2)
+            if handler.result is None:
+                raise WorkerFailed(f"{stage}: {handler.failure}", batch.worker.stderr_tail(), permanent=True)
+            bar.finish(stage, time.monotonic() - batch.worker.started_at)
+            if stage == LAST_STAGE:
+                written = [Path(path) for path in handler.result.written]
+                if handler.result.note:
+                    sys.stderr.write(f"{handler.result.note}: no subtitle written\n")
         return written
 
 

@@ -12,9 +12,10 @@ from typing import Any
 from contract.files import NAME_MAX, temporary_prefix, write_json_atomically
 from contract.pipeline import STAGE
 from daemon.config import Config
+from daemon.jobs import JobId, Signature, item_id
 
 
-def job_work_dir(config: Config, job_id: int) -> Path:
+def job_work_dir(config: Config, job_id: JobId) -> Path:
     return config.work_dir / str(job_id)
 
 
@@ -34,7 +35,7 @@ def name_too_long(path: Path) -> bool:
 
 @dataclass(frozen=True)
 class BatchItem:
-    job_id: int
+    job_id: JobId
     input: Path
     output: Path
     extra: dict[str, Any]
@@ -43,11 +44,11 @@ class BatchItem:
 def batch_item(
     config: Config,
     stage: str,
-    job_id: int,
+    job_id: JobId,
     video: Path,
     force: bool,
-    signature: tuple[int, int] | None = None,
-    own_subtitles: dict[str, list[int]] | None = None,
+    signature: Signature | None = None,
+    own_subtitles: dict[str, Signature] | None = None,
 ) -> BatchItem:
     """``signature``: the video's (size, mtime_ns) when it became a job; the subtitle worker
     refuses to write beside a video that no longer matches it (replaced or deleted).
@@ -112,7 +113,8 @@ def worker_environment(config: Config) -> dict[str, str]:
 def write_manifest(path: Path, items: list[BatchItem]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     entries = [
-        {"id": str(item.job_id), "input": str(item.input), "output": str(item.output), **item.extra} for item in items
+        {"id": item_id(item.job_id), "input": str(item.input), "output": str(item.output), **item.extra}
+        for item in items
     ]
     write_json_atomically(path, entries)
 
@@ -137,7 +139,7 @@ def _glob_escape(name: str) -> str:
 
 
 def remove_work_files(
-    config: Config, job_id: int, keep: tuple[str, ...] = ("transcript.json", "translation.json")
+    config: Config, job_id: JobId, keep: tuple[str, ...] = ("transcript.json", "translation.json")
 ) -> None:
     """After a job is done: the WAV goes (about 115 MB an hour of audio); the small JSONs stay."""
     work = job_work_dir(config, job_id)

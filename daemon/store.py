@@ -5,8 +5,8 @@ committed stage survives power loss; a ``busy_timeout`` so a second writer (``au
 waits instead of failing; and every read-then-write in ``BEGIN IMMEDIATE`` (sqlite-utils'
 ``atomic()`` opens a deferred ``BEGIN``, which can fail to upgrade to a write lock).
 
-Job states: ``queued`` (waiting at ``stage``), ``running`` (a worker has it), ``done``,
-``failed``, ``skipped`` (a subtitle already existed) and ``dropped`` (the video vanished).
+Job states are ``daemon.jobs.JobState``; what a job keeps beyond them is ``JobFacts`` (one
+JSON column).
 
 A video's path is kept losslessly: ``path_key`` holds the bytes of its name as the file system
 has them (a Shift-JIS name is not UTF-8), and is the job's identity; ``path`` holds a readable
@@ -24,23 +24,22 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from contract.pipeline import STAGES
+from contract.pipeline import FIRST_STAGE, LAST_STAGE, STAGES
 from daemon import scheduler
-from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, StateFull, StoreError
+from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, JobNotRetryable, StateFull, StoreError
+from daemon.jobs import Job, JobFacts, JobId, JobState, Signature, StageRecord
+from daemon.migrations import MIGRATIONS, SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
-FIRST_STAGE, LAST_STAGE = STAGES[0], STAGES[-1]
 # Below this much free space (or 16 free inodes) the state folder counts as full: the daemon
 # claims no new work until there is more, and ``autokr status`` says so.
 MIN_STATE_FREE_BYTES = 4 * 1024 * 1024
 MIN_STATE_FREE_INODES = 16
-MODEL_FACTS = ("_model", "_batch_size", "_decoding", "_engine")  # what made a job's subtitles
 
 
 def path_key(path: str) -> bytes:
@@ -71,97 +70,6 @@ def _database_problem(path: Path, error: Exception) -> DatabaseCorrupt:
         f"Stop AutoKR, move the file aside (mv {path} {path}.damaged) and start it again: it finds your "
         "videos anew and keeps every subtitle already written."
     )
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    state: str
-    stage: str
-    progress: float | None
-    attempts: int
-    not_before: float
-    runs: dict[str, int]
-    error: str | None
-    stderr_tail: str | None
-    note: str | None
-    generation: int
-    force: bool
-    facts: dict[str, Any]
-    created_at: float
-    updated_at: float
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> Job:
-        values = dict(row)
-        values["path"] = os.fsdecode(values.pop("path_key"))
-        values["runs"] = json.loads(values["runs"] or "{}")
-        values["facts"] = json.loads(values["facts"] or "{}")
-        values["force"] = bool(values["force"])
-        return cls(**values)
-
-    def as_public_dict(self) -> dict[str, Any]:
-        """The stable JSON shape of ``autokr status --json`` (other tools rely on it)."""
-        return {
-            "id": self.id,
-            "path": self.path,
-            "state": self.state,
-            "stage": self.stage,
-            "progress": self.progress,
-            "error": self.error,
-            "note": self.note,
-            "runs": self.runs,
-            "attempts": self.attempts,
-            "stderr_tail": self.stderr_tail,
-            "models": {
-                k: v for k, v in self.facts.items() if k.endswith(("_model", "_batch_size", "_decoding", "_engine"))
-            },
-            "updated_at": self.updated_at,
-        }
-
-
-def _migration_1(db: sqlite_utils.Database) -> None:
-    db["jobs"].create(  # type: ignore[union-attr]
-        {
-            "id": int,
-            "path": str,
-            "size": int,
-            "mtime_ns": int,
-            "state": str,
-            "stage": str,
-            "progress": float,
-            "attempts": int,
-            "not_before": float,
-            "runs": str,
-            "error": str,
-            "stderr_tail": str,
-            "note": str,
-            "generation": int,
-            "force": int,
-            "facts": str,
-            "created_at": float,
-            "updated_at": float,
-        },  # fmt: skip
-        pk="id",
-        not_null={"path", "state", "stage", "attempts", "generation", "runs", "facts"},
-        defaults={"attempts": 0, "not_before": 0, "runs": "{}", "facts": "{}", "generation": 0, "force": 0},
-    )
-    db["jobs"].create_index(["path"], unique=True)  # type: ignore[union-attr]
-    db["jobs"].create_index(["state", "stage"])  # type: ignore[union-attr]
-
-
-def _migration_2(db: sqlite_utils.Database) -> None:
-    """Paths as bytes (``path_key``), so a file name that is not UTF-8 can be a job."""
-    db.execute("ALTER TABLE jobs ADD COLUMN path_key BLOB")
-    db.execute("UPDATE jobs SET path_key = CAST(path AS BLOB)")  # UTF-8 text: its bytes are the name's
-    db.execute("DROP INDEX IF EXISTS idx_jobs_path")
-    db.execute("CREATE UNIQUE INDEX idx_jobs_path_key ON jobs (path_key)")
-
-
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migration_1, 2: _migration_2}
 
 
 class Store:
@@ -213,6 +121,12 @@ class Store:
 
     def close(self) -> None:
         self.db.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -273,7 +187,7 @@ class Store:
     def jobs(self) -> list[Job]:
         return self._rows()
 
-    def get(self, job_id: int) -> Job:
+    def get(self, job_id: JobId) -> Job:
         found = self._rows("id = ?", (job_id,))
         if not found:
             raise JobNotFound(f"no job with id {job_id}")
@@ -286,19 +200,20 @@ class Store:
     def resolve(self, id_or_path: str) -> Job:
         if id_or_path.isdigit():
             with contextlib.suppress(JobNotFound):
-                return self.get(int(id_or_path))
+                return self.get(JobId(int(id_or_path)))
         job = self.find(str(Path(id_or_path).absolute()))
         if job is None:
             raise JobNotFound(f"no job for {id_or_path}")
         return job
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[JobState, int]:
         cursor = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
-        return {state: count for state, count in cursor.fetchall()}
+        return {JobState(state): count for state, count in cursor.fetchall()}
 
     # --- writing -------------------------------------------------------------------------
 
-    def _update(self, connection: sqlite3.Connection, job_id: int, **values: Any) -> None:
+    def _update(self, connection: sqlite3.Connection, job_id: JobId, **values: Any) -> None:
+        values = {name: value.value if isinstance(value, JobState) else value for name, value in values.items()}
         values["updated_at"] = self.clock()
         assignments = ", ".join(f"{name} = ?" for name in values)
         connection.execute(f"UPDATE jobs SET {assignments} WHERE id = ?", (*values.values(), job_id))
@@ -308,14 +223,14 @@ class Store:
         path: str,
         size: int,
         mtime_ns: int,
-        state: str = "queued",
+        state: JobState = JobState.QUEUED,
         error: str | None = None,
         note: str | None = None,
         force: bool = False,
     ) -> Job:
         """Records a new video, or starts a known path over (new content, or forced).
 
-        The signatures of the subtitles AutoKR wrote for the path (``facts["subtitles"]``) are
+        The signatures of the subtitles AutoKR wrote for the path (``JobFacts.subtitles``) are
         kept: they tell AutoKR's own old subtitle from one a person saved."""
         now = self.clock()
         key = path_key(path)
@@ -323,12 +238,11 @@ class Store:
             existing = connection.execute(
                 "SELECT id, generation, facts FROM jobs WHERE path_key = ?", (key,)
             ).fetchone()
-            previous = json.loads(existing[2] or "{}") if existing is not None else {}
-            kept = {name: previous[name] for name in ("subtitles", "subtitles_for") if name in previous}
+            previous = JobFacts.from_json(existing[2]) if existing is not None else JobFacts()
             fresh = dict(
-                size=size, mtime_ns=mtime_ns, state=state, stage=FIRST_STAGE, progress=None, attempts=0,
+                size=size, mtime_ns=mtime_ns, state=JobState(state).value, stage=FIRST_STAGE, progress=None, attempts=0,
                 not_before=0, runs="{}", error=error, stderr_tail=None, note=note, force=int(force),
-                facts=json.dumps(kept),
+                facts=previous.kept_for_new_content().to_json(),
             )  # fmt: skip
             if existing is None:
                 connection.execute(
@@ -350,12 +264,12 @@ class Store:
         with self._write() as connection:
             rows = connection.execute("SELECT id FROM jobs WHERE state = 'running'").fetchall()
             for (job_id,) in rows:
-                self._update(connection, job_id, state="queued", progress=None)
+                self._update(connection, job_id, state=JobState.QUEUED, progress=None)
         return [self.get(job_id) for (job_id,) in rows]
 
     def ready(self) -> list[Job]:
         """Queued jobs whose backoff is over, oldest first."""
-        return self._rows("state = 'queued' AND not_before <= ?", (self.clock(),))
+        return self._rows("state = ? AND not_before <= ?", (JobState.QUEUED.value, self.clock()))
 
     def next_batch(self, limit: int) -> list[Job]:
         """Up to ``limit`` jobs for the next worker, as ``daemon.scheduler`` decides (read only;
@@ -371,11 +285,11 @@ class Store:
                 row = connection.execute(
                     "SELECT generation, state, stage, runs FROM jobs WHERE id = ?", (job.id,)
                 ).fetchone()
-                if row is None or tuple(row[:3]) != (job.generation, "queued", job.stage):
+                if row is None or tuple(row[:3]) != (job.generation, JobState.QUEUED.value, job.stage):
                     continue
                 runs = json.loads(row[3])
                 runs[job.stage] = runs.get(job.stage, 0) + 1
-                self._update(connection, job.id, state="running", progress=0.0, runs=json.dumps(runs))
+                self._update(connection, job.id, state=JobState.RUNNING, progress=0.0, runs=json.dumps(runs))
                 claimed.append(job.id)
         return [self.get(job_id) for job_id in claimed]
 
@@ -386,37 +300,55 @@ class Store:
     def _current(self, connection: sqlite3.Connection, job: Job) -> bool:
         """True while the job is still the run we started (not reset or dropped meanwhile)."""
         row = connection.execute("SELECT generation, state, stage FROM jobs WHERE id = ?", (job.id,)).fetchone()
-        return row is not None and row[0] == job.generation and row[1] == "running" and row[2] == job.stage
+        return row is not None and tuple(row) == (job.generation, JobState.RUNNING.value, job.stage)
 
     def set_progress(self, job: Job, percent: float) -> None:
         with self._write() as connection:
             if self._current(connection, job):
                 self._update(connection, job.id, progress=round(percent, 1))
 
-    def complete_stage(self, job: Job, facts: dict[str, Any], note: str | None = None, skipped: bool = False) -> bool:
+    def complete_stage(
+        self,
+        job: Job,
+        record: StageRecord | None = None,
+        subtitles: dict[str, Signature] | None = None,
+        subtitles_for: Signature | None = None,
+        note: str | None = None,
+        skipped: bool = False,
+    ) -> bool:
         """Marks ``job.stage`` complete (its output is durably in place); False if stale.
 
-        ``facts`` are merged into the job's facts (e.g. ``transcribe_model``, ``subtitles``).
-        ``skipped``: the last stage found a subtitle it must not replace; the job ends
-        ``skipped`` with ``note`` saying why.
+        ``record``: what ran the stage (its model). ``subtitles``: AutoKR's own subtitles for
+        the path now (written by the last stage, or still untouched from before), each with its
+        signature; ``subtitles_for``: the video's signature when some were written now.
+        ``skipped``: the last stage found a subtitle it must not replace; the job
+        ends ``skipped`` with ``note`` saying why.
         """
         with self._write() as connection:
             if not self._current(connection, job):
                 return False
-            merged = json.loads(connection.execute("SELECT facts FROM jobs WHERE id = ?", (job.id,)).fetchone()[0])
-            merged.update(facts)
+            facts = self._facts(connection, job.id).with_stage(job.stage, record or StageRecord())
+            if subtitles is not None:
+                facts = replace(facts, subtitles=subtitles)
+            if subtitles_for is not None:
+                facts = replace(facts, subtitles_for=subtitles_for)
             if job.stage == LAST_STAGE:
                 self._update(
-                    connection, job.id, state="skipped" if skipped else "done", progress=100.0, attempts=0, error=None,
-                    stderr_tail=None, facts=json.dumps(merged), note=note, force=0,
+                    connection, job.id, state=JobState.SKIPPED if skipped else JobState.DONE, progress=100.0,
+                    attempts=0, error=None, stderr_tail=None, facts=facts.to_json(), note=note, force=0,
                 )  # fmt: skip
             else:
                 following = STAGES[STAGES.index(job.stage) + 1]
                 self._update(
-                    connection, job.id, state="queued", stage=following, progress=None, attempts=0,
-                    error=None, stderr_tail=None, facts=json.dumps(merged),
+                    connection, job.id, state=JobState.QUEUED, stage=following, progress=None, attempts=0,
+                    error=None, stderr_tail=None, facts=facts.to_json(),
                 )  # fmt: skip
         return True
+
+    @staticmethod
+    def _facts(connection: sqlite3.Connection, job_id: JobId) -> JobFacts:
+        row = connection.execute("SELECT facts FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return JobFacts.from_json(row[0] if row else None)
 
     def requeue_smaller(self, job: Job, level: int, reason: str) -> bool:
         """The worker ran out of GPU memory: the job waits at the same stage, to be run again
@@ -425,10 +357,10 @@ class Store:
         with self._write() as connection:
             if not self._current(connection, job):
                 return False
-            facts = json.loads(connection.execute("SELECT facts FROM jobs WHERE id = ?", (job.id,)).fetchone()[0])
-            facts.setdefault("memory_levels", {})[job.stage] = level
+            facts = self._facts(connection, job.id)
+            facts = replace(facts, memory_levels={**facts.memory_levels, job.stage: level})
             self._update(
-                connection, job.id, state="queued", progress=None, error=reason, facts=json.dumps(facts)
+                connection, job.id, state=JobState.QUEUED, progress=None, error=reason, facts=facts.to_json()
             )  # fmt: skip
         return True
 
@@ -448,13 +380,13 @@ class Store:
             attempts = job.attempts + 1
             if permanent or attempts >= max_attempts:
                 self._update(
-                    connection, job.id, state="failed", attempts=attempts, error=reason,
+                    connection, job.id, state=JobState.FAILED, attempts=attempts, error=reason,
                     stderr_tail=stderr_tail or None, progress=None,
                 )  # fmt: skip
             else:
                 delay = backoff_seconds * 2 ** (attempts - 1)
                 self._update(
-                    connection, job.id, state="queued", attempts=attempts, error=reason,
+                    connection, job.id, state=JobState.QUEUED, attempts=attempts, error=reason,
                     stderr_tail=stderr_tail or None, progress=None, not_before=self.clock() + delay,
                 )  # fmt: skip
         return self.get(job.id)
@@ -463,22 +395,18 @@ class Store:
         """A worker stopped on purpose (shutdown): the job waits at the same stage."""
         with self._write() as connection:
             if self._current(connection, job):
-                self._update(connection, job.id, state="queued", progress=None)
+                self._update(connection, job.id, state=JobState.QUEUED, progress=None)
 
     def forget_subtitles(self, job: Job, paths: list[str]) -> None:
         """AutoKR's own old subtitles at ``paths`` were removed: forget their signatures."""
         with self._write() as connection:
-            row = connection.execute("SELECT facts FROM jobs WHERE id = ?", (job.id,)).fetchone()
-            if row is None:
-                return
-            facts = json.loads(row[0])
-            subtitles = {path: signature for path, signature in facts.get("subtitles", {}).items() if path not in paths}
-            facts["subtitles"] = subtitles
-            self._update(connection, job.id, facts=json.dumps(facts))
+            facts = self._facts(connection, job.id)
+            kept = {path: signature for path, signature in facts.subtitles.items() if path not in paths}
+            self._update(connection, job.id, facts=replace(facts, subtitles=kept).to_json())
 
-    def drop(self, job_id: int, note: str) -> None:
+    def drop(self, job_id: JobId, note: str) -> None:
         with self._write() as connection:
-            self._update(connection, job_id, state="dropped", note=note, progress=None)
+            self._update(connection, job_id, state=JobState.DROPPED, note=note, progress=None)
 
     def retry(self, id_or_path: str, force: bool = False) -> Job:
         """``failed`` → waiting again at the stage that failed; ``force`` redoes everything."""
@@ -486,15 +414,15 @@ class Store:
         with self._write() as connection:
             if force:
                 self._update(
-                    connection, job.id, state="queued", stage=FIRST_STAGE, attempts=0, not_before=0,
+                    connection, job.id, state=JobState.QUEUED, stage=FIRST_STAGE, attempts=0, not_before=0,
                     error=None, stderr_tail=None, note=None, progress=None, force=1,
                     generation=job.generation + 1,
                 )  # fmt: skip
-            elif job.state in ("failed", "dropped"):
+            elif job.state in (JobState.FAILED, JobState.DROPPED):
                 self._update(
-                    connection, job.id, state="queued", attempts=0, not_before=0, error=None,
+                    connection, job.id, state=JobState.QUEUED, attempts=0, not_before=0, error=None,
                     stderr_tail=None, progress=None, generation=job.generation + 1,
                 )  # fmt: skip
             else:
-                raise JobNotFound(f"job {job.id} is {job.state}, not failed; use --force to redo it from the start")
+                raise JobNotRetryable(f"job {job.id} is {job.state}, not failed; use --force to redo it from the start")
         return self.get(job.id)

@@ -12,10 +12,10 @@ import pytest
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 SHARED = REPOSITORY.parent / "shared"
-sys.path.insert(0, str(REPOSITORY / "tests"))
+sys.path.insert(0, str(REPOSITORY))  # testkit/, shared with bench/
 
-from fixtures.ledger import LEDGER, Ledger  # noqa: E402
-from fixtures.tiny_models import build_tiny_nllb, build_tiny_whisper, build_tiny_whisper_hf  # noqa: E402
+from testkit.ledger import LEDGER, Ledger  # noqa: E402
+from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper, build_tiny_whisper_hf  # noqa: E402
 
 # .ci/run sets this: there, every test must run, and a skip is a failure.
 REQUIRE_ALL = os.environ.get("AUTOKR_REQUIRE_ALL") == "1"
@@ -106,9 +106,17 @@ def speech_reference() -> str:
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1 s video with a tone, made once per module (the fault suite's usual input)."""
-    from fixtures.media import make_video
+    from testkit.media import make_video
 
     return make_video(tmp_path_factory.mktemp("media") / "clip.mkv", seconds=1)
+
+
+@pytest.fixture(scope="module")
+def tone_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3 s video with a tone, made once per module (the end-to-end tests' usual input)."""
+    from testkit.media import make_video
+
+    return make_video(tmp_path_factory.mktemp("media") / "tone.mkv", seconds=3)
 
 
 @pytest.fixture

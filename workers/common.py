@@ -21,25 +21,8 @@ from typing import Any
 
 from contract import faults
 from contract.errors import PermanentError, TransientError, WorkerError
-from contract.files import (  # noqa: F401 - the workers' file helpers live in the contract
-    NAME_MAX,
-    TEMP_MARKER,
-    atomic_output,
-    describe_os_error,
-    file_signature,
-    finish_atomically,
-    fsync_directory,
-    place_without_clobbering,
-    remove_own_file,
-    temporary_path,
-    temporary_prefix,
-    write_atomically,
-    write_json_atomically,
-)
+from contract.files import describe_os_error
 from contract.protocol import EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, encode_event
-
-# Temporary files are hidden (leading dot, so media servers and our own scanner ignore them)
-# and carry this marker, so that the daemon can sweep the ones a killed worker left behind.
 
 
 @dataclass(frozen=True)

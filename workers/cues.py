@@ -198,7 +198,7 @@ def _share_time(start: float, end: float, pieces: list[str]) -> list[tuple[float
     return spans
 
 
-def layout_cues(segments: list[dict], key: str, limits: CueLimits) -> list[Cue]:
+def layout_cues(segments: list[dict[str, Any]], key: str, limits: CueLimits) -> list[Cue]:
     """Cues from timed segments (``{start, end, <key>}``), following the rules above."""
     cues: list[Cue] = []
     for segment in sorted(segments, key=lambda s: float(s["start"])):

@@ -24,11 +24,11 @@ from typing import Any
 import ffmpeg
 
 from contract.errors import PermanentError, TransientError
+from contract.files import atomic_output
 from contract.media import CONTAINER_FORMATS, MediaInfo, as_input_url, find_ffmpeg, probe
 from workers.common import (
     Item,
     ProgressCallback,
-    atomic_output,
     base_parser,
     items_from_arguments,
     run_worker,

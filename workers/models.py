@@ -8,17 +8,14 @@ from typing import Any
 
 import torch
 
-from workers.catalog import (  # noqa: F401 - re-exported: the torch engine's callers import them from here
+from workers.catalog import (
     CPU_TRANSLATOR,
     CPU_WHISPER,
     GB,
-    SMALLER_TRANSLATOR,
-    SMALLER_WHISPER,
     TRANSLATOR_BY_FREE_MEMORY,
     WHISPER_BY_FREE_MEMORY,
-    step_down,
 )
-from workers.common import log  # noqa: F401 - re-exported for the torch engine's callers
+from workers.common import log
 
 # (audio layers, text layers, width, vocabulary) → the named model with that shape.
 WHISPER_SHAPES = {

@@ -23,17 +23,14 @@ import pysubs2
 
 from contract import faults
 from contract.errors import PermanentError, TransientError
+from contract.files import file_signature, finish_atomically, place_without_clobbering, temporary_path
 from workers.common import (
     Item,
     ProgressCallback,
     base_parser,
-    file_signature,
-    finish_atomically,
     items_from_arguments,
-    place_without_clobbering,
     run_worker,
     start_worker,
-    temporary_path,
 )
 from workers.cues import layout_cues, limits_for
 

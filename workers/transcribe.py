@@ -13,6 +13,7 @@ the reference, and is what a ``.pt`` checkpoint runs on whatever the setting say
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 import sys
@@ -27,6 +28,7 @@ import numpy as np
 
 from contract import faults
 from contract.errors import PermanentError, TransientError
+from contract.files import write_json_atomically
 from workers.chunks import Interval
 from workers.common import (
     Item,
@@ -37,7 +39,6 @@ from workers.common import (
     log,
     run_worker,
     start_worker,
-    write_json_atomically,
 )
 from workers.hallucinations import filter_segments
 from workers.segments import Segment, Word, scored
@@ -58,7 +59,8 @@ def read_audio(path: Path) -> np.ndarray:
         pass
     from faster_whisper.audio import decode_audio
 
-    return decode_audio(str(path), sampling_rate=16000)
+    audio: np.ndarray = decode_audio(str(path), sampling_rate=16000)
+    return audio
 
 
 @contextlib.contextmanager
@@ -163,15 +165,8 @@ class Loaded:
 
 
 def _whisper_on_torch(arguments: Any) -> Loaded:
-    from workers.models import (
-        SMALLER_WHISPER,
-        WHISPER_BATCH,
-        choose_whisper,
-        load_whisper,
-        resolve_device,
-        step_down,
-        whisper_batch_size,
-    )
+    from workers.catalog import SMALLER_WHISPER, step_down
+    from workers.models import WHISPER_BATCH, choose_whisper, load_whisper, resolve_device, whisper_batch_size
 
     device = resolve_device(arguments.device)
     batched = arguments.decoding == "batched"
@@ -239,8 +234,7 @@ def _whisper_on_ctranslate2(arguments: Any) -> Loaded:
     return Loaded(model_name, batch_size if arguments.decoding == "batched" else 1, decode, f"ctranslate2 {compute}")
 
 
-def main(argv: list[str] | None = None) -> int:
-    start_worker("transcribe")
+def _parser() -> argparse.ArgumentParser:
     parser = base_parser(__doc__.splitlines()[0], "16 kHz mono WAV", "JSON file to write")
     parser.add_argument("--model", default="auto", help="name (large-v3, small, ...), model folder, .pt file, or auto")
     parser.add_argument("--language", default="ja")
@@ -272,6 +266,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-level", type=int, default=0, help="after GPU OOM: half the batch, then a smaller model"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    start_worker("transcribe")
+    parser = _parser()
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 

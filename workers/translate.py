@@ -20,6 +20,7 @@ from typing import Any
 
 from contract import faults
 from contract.errors import PermanentError, TransientError
+from contract.files import write_json_atomically
 from contract.languages import nllb_code
 from workers.common import (
     Item,
@@ -30,7 +31,6 @@ from workers.common import (
     log,
     run_worker,
     start_worker,
-    write_json_atomically,
 )
 from workers.sentences import join_source, regroup, sentence_groups
 
@@ -137,7 +137,8 @@ def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
 
 
 def _translator_on_torch(arguments: Any, source_code: str) -> Loaded:
-    from workers.models import SMALLER_TRANSLATOR, choose_translator, load_translator, resolve_device, step_down
+    from workers.catalog import SMALLER_TRANSLATOR, step_down
+    from workers.models import choose_translator, load_translator, resolve_device
 
     device = resolve_device(arguments.device)
     model_name, batch_size = step_down(

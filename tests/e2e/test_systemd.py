@@ -1,5 +1,5 @@
 """The shipped unit under a real systemd (booted as PID 1 of private namespaces, see
-tests/fixtures/systemd_sandbox.py), driven with ``systemctl`` like a person would.
+testkit/systemd_sandbox.py), driven with ``systemctl`` like a person would.
 
 Each test installs ``systemd/autokr.service`` as shipped, plus a drop-in rendered by
 ``daemon.unit`` that points it at this test's venv, config and folders, and asserts what
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -22,11 +21,11 @@ from typing import Any
 import pysubs2
 import pytest
 from conftest import REPOSITORY, skip_or_fail
-from fixtures.daemon import wait_for
-from fixtures.media import make_video
-from fixtures.systemd_sandbox import SERVICE_UID, SystemdSandbox, unavailable_reason
 
 from daemon import unit
+from testkit.daemon import drop, wait_for
+from testkit.media import make_video
+from testkit.systemd_sandbox import SERVICE_UID, SystemdSandbox, unavailable_reason
 
 pytestmark = pytest.mark.slow
 
@@ -193,13 +192,6 @@ class Service:
         return wait_for(finished, timeout, f"{name} to be done", interval=0.5)
 
 
-def drop(video: Path, folder: Path, name: str = "Episode.mkv") -> Path:
-    target = folder / name
-    shutil.copyfile(video, folder / (name + ".part"))
-    os.replace(folder / (name + ".part"), target)
-    return target
-
-
 @pytest.fixture
 def service(sandbox, tmp_path, tmp_path_factory, tiny_whisper, tiny_nllb) -> Iterator[Service]:
     installed = Service(sandbox, tmp_path, tmp_path_factory.getbasetemp().parent, tiny_whisper, tiny_nllb)
@@ -226,7 +218,7 @@ def test_start_returns_once_ready_with_a_status_text(service):
 
 def test_a_dropped_video_gets_korean_subtitles_and_the_status_shows_the_stage(service, tone_video):
     service.box.systemctl("start", UNIT)
-    video = drop(tone_video, service.inbox)
+    video = drop(tone_video, service.inbox, "Episode.mkv")
     seen: set[str] = set()
 
     def finished() -> dict[str, Any] | None:
@@ -245,15 +237,10 @@ def test_a_dropped_video_gets_korean_subtitles_and_the_status_shows_the_stage(se
     assert wait_for(lambda: service.show("StatusText")["StatusText"] == "idle · 1 done", 10, "the idle status")
 
 
-@pytest.fixture(scope="module")
-def tone_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("media") / "tone.mkv", seconds=3)
-
-
 def test_kill_9_of_the_daemon_restarts_it_and_the_job_resumes_at_its_stage(service, long_video):
     service.box.systemctl("start", UNIT)
     old_main = int(service.show("MainPID")["MainPID"])
-    drop(long_video, service.inbox)
+    drop(long_video, service.inbox, "Episode.mkv")
     worker = wait_for(lambda: service.worker("transcribe"), 120, "the transcribe worker", interval=0.05)
     service.box.run("kill", "-9", str(old_main))
 
@@ -270,7 +257,7 @@ def test_kill_9_of_the_daemon_restarts_it_and_the_job_resumes_at_its_stage(servi
 
 def test_stop_while_a_worker_runs_is_polite_and_start_resumes_at_that_stage(service, long_video):
     service.box.systemctl("start", UNIT)
-    drop(long_video, service.inbox)
+    drop(long_video, service.inbox, "Episode.mkv")
     worker = wait_for(lambda: service.worker("transcribe"), 120, "the transcribe worker", interval=0.05)
     timeout = float(service.show("TimeoutStopUSec")["TimeoutStopUSec"].rstrip("s"))
     started = time.monotonic()
@@ -296,7 +283,7 @@ def test_a_folder_the_service_user_cannot_write_fails_clearly_until_fixed(servic
     locked = service.root / "inbox" / "Not ours"
     locked.mkdir()
     locked.chmod(0o755)  # root's folder: the service user can read the video, not write beside it
-    video = drop(tone_video, locked)
+    video = drop(tone_video, locked, "Episode.mkv")
     failed = wait_for(
         lambda: (job := service.job("Episode.mkv")) and job["state"] == "failed" and job, 240, "the job to fail"
     )
@@ -318,7 +305,7 @@ def test_reload_applies_a_new_inbox_and_keeps_running_on_a_broken_config(service
     service.write_config([service.inbox, second])
     service.box.systemctl("reload", UNIT)
     assert "configuration reloaded" in service.journal()
-    video = drop(tone_video, second)
+    video = drop(tone_video, second, "Episode.mkv")
     job = service.wait_done("Episode.mkv")
     assert Path(job["path"]) == video
     assert video.with_name("Episode.ko.srt").exists()

@@ -13,9 +13,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from fixtures.daemon import Daemon, alive, autokr, drop, job_for, start_daemon, wait_finished, wait_for
-from fixtures.ledger import STAGES
-from fixtures.media import make_video
+
+from testkit.daemon import Daemon, alive, autokr, drop, job_for, start_daemon, stopping, wait_finished, wait_for
+from testkit.ledger import STAGES
+from testkit.media import make_video
 
 pytestmark = pytest.mark.slow
 
@@ -92,11 +93,8 @@ def test_a_crash_before_a_worker_starts_and_before_its_commit_loses_nothing(
         assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
 
     daemon.start(env={})
-    try:
+    with stopping(daemon):
         job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, f"crash before {stage} worker and before its commit", interrupted={stage: 2})
     assert job["runs"] == {s: 3 if s == stage else 1 for s in STAGES}
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
@@ -118,11 +116,8 @@ def test_kill_9_while_a_worker_runs_resumes_at_that_stage(
     assert (interrupted["state"], interrupted["stage"]) == ("running", stage)
 
     daemon.start()
-    try:
+    with stopping(daemon):
         job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, f"kill -9 during {stage}", interrupted={stage: 1})
     assert job["runs"] == {s: 2 if s == stage else 1 for s in STAGES}
     assert "resuming" in daemon.log()
@@ -133,15 +128,12 @@ def test_kill_9_while_a_worker_runs_resumes_at_that_stage(
 def test_a_worker_killed_like_the_oom_killer_does_is_retried(place, videos, reference, tiny_whisper, tiny_nllb, ledger):
     inbox = place["inbox"]
     daemon = start_daemon(place["root"], inbox, tiny_whisper, tiny_nllb)
-    try:
+    with stopping(daemon):
         drop(videos["long"], inbox, "Episode.mkv")
         worker = wait_for(lambda: daemon.worker("transcribe"), 120, "the transcribe worker", interval=0.005)
         os.kill(worker, signal.SIGKILL)  # what the kernel's out-of-memory killer sends
         ledger.fault()
         job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, "worker SIGKILLed", interrupted={"transcribe": 1})
     assert job["runs"] == {"extract": 1, "transcribe": 2, "translate": 1, "subtitle": 1}
     assert "killed by SIGKILL" in daemon.log()
@@ -162,12 +154,9 @@ def test_gpu_out_of_memory_retries_with_half_the_batch_and_records_what_worked(
     daemon = start_daemon(
         place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": f"worker-oom:{stage}:{fits}"}, **extra
     )
-    try:
+    with stopping(daemon):
         drop(videos["short"], inbox, "Episode.mkv")
         job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(ooms)
     ledger.finished(job, f"GPU out of memory {ooms} times", interrupted={stage: ooms})
     assert job["runs"][stage] == ooms + 1
@@ -194,15 +183,12 @@ def test_a_worker_that_keeps_dying_or_hangs_fails_the_job_with_its_reason(
     # stage_timeout_seconds must exceed a worker's silent start (imports, model load: ~3 s here).
     settings = {"max_attempts": 2, "retry_backoff_seconds": 0.5, "stage_timeout_seconds": 10, "worker_stop_seconds": 2}
     daemon = start_daemon(place["root"], inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": fault}, **settings)
-    try:
+    with stopping(daemon):
         drop(videos["short"], inbox, "Episode.mkv")
         job = wait_finished(daemon, "Episode.mkv", timeout=120, states=("failed",))
         ledger.fault(job["attempts"])
         assert daemon.running()
         assert not processes_mentioning(f"workers.{stage}")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     assert (job["stage"], job["attempts"]) == (stage, 2)
     assert reason in job["error"]
     assert f"AUTOKR_FAULT: the {stage} worker" in job["stderr_tail"]
@@ -211,12 +197,9 @@ def test_a_worker_that_keeps_dying_or_hangs_fails_the_job_with_its_reason(
 
     # The cause goes away (here: the fault is not injected again); `autokr retry` finishes it.
     daemon.start(env={})
-    try:
+    with stopping(daemon):
         assert "queued at " + stage in autokr(daemon.config, "retry", str(job["id"])).stdout
         job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, f"{fault}, then retried", interrupted={stage: 2})
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]
 
@@ -226,7 +209,7 @@ def test_videos_deleted_while_queued_or_mid_stage_are_dropped_and_their_worker_s
 ):
     inbox = place["inbox"]
     daemon = start_daemon(place["root"], inbox, tiny_whisper, tiny_nllb, videos_per_worker=1)
-    try:
+    with stopping(daemon):
         running = drop(videos["long"], inbox, "Running.mkv")
         worker = wait_for(lambda: daemon.worker("transcribe"), 120, "the transcribe worker", interval=0.005)
         queued = drop(videos["short"], inbox, "Queued.mkv")
@@ -239,9 +222,6 @@ def test_videos_deleted_while_queued_or_mid_stage_are_dropped_and_their_worker_s
         }
         wait_for(lambda: not alive(worker), 15, "the worker of the deleted video to be stopped")
         assert daemon.running()
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     assert "during transcribe" in dropped["Running.mkv"]["note"]
     assert "deleted or moved" in dropped["Queued.mkv"]["note"]
     assert list(inbox.glob("*.srt")) == []
@@ -252,7 +232,7 @@ def test_a_video_replaced_mid_stage_starts_over_with_the_new_content(
 ):
     inbox = place["inbox"]
     daemon = start_daemon(place["root"], inbox, tiny_whisper, tiny_nllb)
-    try:
+    with stopping(daemon):
         drop(videos["long"], inbox, "Episode.mkv")
         wait_for(lambda: daemon.worker("translate"), 120, "the translate worker", interval=0.005)
         drop(videos["short"], inbox, "Episode.mkv")  # a different file under the same name
@@ -262,9 +242,6 @@ def test_a_video_replaced_mid_stage_starts_over_with_the_new_content(
             180,
             "the replaced video to be done",
         )
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(job, "replaced mid-stage")
     # Only the new content's subtitles, never the old ones beside the new video:
     assert (inbox / "Episode.ko.srt").read_bytes() == reference["short"]

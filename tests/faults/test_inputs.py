@@ -14,8 +14,20 @@ import unicodedata
 from pathlib import Path
 
 import pytest
-from fixtures.daemon import autokr, drop, job_for, rss_kb, start_daemon, status, wait_finished, wait_for, write_config
-from fixtures.disks import fill, small_tmpfs
+
+from testkit.daemon import (
+    autokr,
+    drop,
+    job_for,
+    rss_kb,
+    start_daemon,
+    status,
+    stopping,
+    wait_finished,
+    wait_for,
+    write_config,
+)
+from testkit.disks import fill, small_tmpfs
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +42,7 @@ def names_of(jobs: list[dict]) -> list[str]:
 def test_only_complete_files_become_jobs(place, clip, tiny_whisper, tiny_nllb, ledger):
     inbox, root = place["inbox"], place["root"]
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, stable_seconds=1.5, scan_interval_seconds=1)
-    try:
+    with stopping(daemon):
         # A slow writer: chunks with pauses shorter than stable_seconds, then close.
         data = clip.read_bytes()
         chunks = [data[i : i + len(data) // 8 + 1] for i in range(0, len(data), len(data) // 8 + 1)]
@@ -50,9 +62,6 @@ def test_only_complete_files_become_jobs(place, clip, tiny_whisper, tiny_nllb, l
         shutil.copyfile(clip, root / "Moved.mkv")
         os.rename(root / "Moved.mkv", inbox / "Moved.mkv")
         jobs = {name: wait_finished(daemon, name) for name in ("Slow.mkv", "Copied.mkv", "Moved.mkv")}
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     for name, job in jobs.items():
         ledger.finished(job, name)
     assert names_of(status(daemon.config)) == ["Copied.mkv", "Moved.mkv", "Slow.mkv"]
@@ -115,7 +124,7 @@ def test_full_or_read_only_video_folders_fail_clearly_and_succeed_on_retry(
         drop(clip, locked, "Episode.mkv")
         subprocess.run(["mount", "-o", "remount,ro", str(locked)], check=True)
         daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, **settings)
-        try:
+        with stopping(daemon):
             wait_for(
                 lambda: sum(1 for job in status(daemon.config) if job["state"] == "failed") == 2,
                 120,
@@ -136,9 +145,6 @@ def test_full_or_read_only_video_folders_fail_clearly_and_succeed_on_retry(
                 120,
                 "both retries to finish",
             )
-        finally:
-            stopped = daemon.stop()
-        assert stopped == 0, "the daemon did not stop cleanly"
         assert (full / "Episode.ko.srt").exists() and (locked / "Episode.ko.srt").exists()
     assert (jobs["Full"]["stage"], jobs["Locked"]["stage"]) == ("subtitle", "subtitle")
     assert jobs["Full"]["error"].startswith(f"no space left on the disk holding {full}")
@@ -153,7 +159,7 @@ def test_a_full_work_folder_fails_clearly_and_succeeds_on_retry(place, clip, tin
     with small_tmpfs(root / "state" / "work", "256k") as work:
         filler = fill(work, leave=16 * 1024)  # room for the manifest, not for the WAV
         daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, max_attempts=2, retry_backoff_seconds=0.5)
-        try:
+        with stopping(daemon):
             drop(clip, inbox, "Episode.mkv")
             failed = wait_finished(daemon, "Episode.mkv", 120, ("failed",))
             ledger.fault()
@@ -161,9 +167,6 @@ def test_a_full_work_folder_fails_clearly_and_succeeds_on_retry(place, clip, tin
             filler.unlink()
             autokr(daemon.config, "retry", str(failed["id"]))
             job = wait_finished(daemon, "Episode.mkv")
-        finally:
-            stopped = daemon.stop()
-        assert stopped == 0, "the daemon did not stop cleanly"
     # The WAV (extract) or a worker's manifest (the daemon, before transcribe) hits the full disk.
     assert failed["stage"] in ("extract", "transcribe")
     assert failed["error"].startswith(f"no space left on the disk holding {work}")
@@ -176,7 +179,7 @@ def test_a_full_work_folder_fails_clearly_and_succeeds_on_retry(place, clip, tin
 def test_200_status_calls_during_a_busy_run_never_see_a_locked_database(place, clip, tiny_whisper, tiny_nllb, ledger):
     inbox, root = place["inbox"], place["root"]
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb)
-    try:
+    with stopping(daemon):
         for number in range(8):
             drop(clip, inbox, f"Clip {number}.mkv")
         wait_for(lambda: daemon.worker(), 60, "a worker to start")
@@ -189,9 +192,6 @@ def test_200_status_calls_during_a_busy_run_never_see_a_locked_database(place, c
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(call, range(220)))
         jobs = [wait_finished(daemon, f"Clip {number}.mkv") for number in range(8)]
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     status_calls = [r for i, r in enumerate(results) if i % 10]
     assert len(status_calls) == 198
@@ -240,15 +240,12 @@ def test_memory_does_not_grow_over_200_jobs(place, clip, tiny_whisper, tiny_nllb
         done_counts.append(done)
         return rss_kb(daemon.pid) if done >= count else None
 
-    try:
+    with stopping(daemon):
         # Cohorts of 20 (daemon/scheduler.py): the first 20 go through every stage before the
         # next 20 start, so job 20 comes early and job 200 after nine more cohorts.
         rss_20 = wait_for(lambda: done_at_least(20), 1200, "20 jobs done", interval=0.5)
         rss_200 = wait_for(lambda: done_at_least(200), 1200, "200 jobs done", interval=1)
         jobs = status(daemon.config)
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     for job in jobs:
         ledger.finished(job, Path(job["path"]).name)
     ledger.report(f"200 jobs: daemon RSS {rss_20 / 1024:.1f} MB after job 20, {rss_200 / 1024:.1f} MB after job 200")
@@ -284,12 +281,9 @@ def test_hostile_names_each_get_their_subtitle_beside_them(place, clip, tmp_path
         (inbox / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(clip, inbox / name)
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, videos_per_worker=16)
-    try:
+    with stopping(daemon):
         jobs = {name: wait_finished(daemon, Path(name).name) for name in HOSTILE_NAMES}
         sockets = _inet_sockets(daemon.pid)
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     for name, job in jobs.items():
         ledger.finished(job, repr(name))
         video = inbox / name

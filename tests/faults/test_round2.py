@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from conftest import REPOSITORY, skip_or_fail
-from fixtures.daemon import (
+
+from testkit.daemon import (
     Daemon,
     autokr,
     drop,
@@ -28,13 +29,14 @@ from fixtures.daemon import (
     rss_kb,
     start_daemon,
     status,
+    stopping,
     wait_finished,
     wait_for,
     write_config,
 )
-from fixtures.database import damaged_database
-from fixtures.disks import fill, small_tmpfs
-from fixtures.media import ffmpeg, make_video
+from testkit.database import damaged_database
+from testkit.disks import fill, small_tmpfs
+from testkit.media import ffmpeg, make_video
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +97,7 @@ def test_1_odd_paths_are_recorded_and_a_shift_jis_name_gets_its_subtitle_across_
     shutil.copyfile(clip, inbox / long_name)
     shutil.copyfile(clip, inbox / "Normal.mkv")
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, scan_interval_seconds=1)
-    try:
+    with stopping(daemon):
         normal = wait_finished(daemon, "Normal.mkv")
         failed = {
             name: wait_finished(daemon, name, 60, ("failed",)) for name in ("a.mkv", "b.mkv", long_name)
@@ -111,9 +113,6 @@ def test_1_odd_paths_are_recorded_and_a_shift_jis_name_gets_its_subtitle_across_
         assert daemon.running()
         table = autokr(daemon.config, "status").stdout
         jobs = status(daemon.config)
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.finished(normal, "Normal.mkv beside odd paths")
     assert job["state"] == "done"
     assert os.fsencode(job["path"]) == os.fsencode(str(inbox)) + b"/" + "猫の話.mkv".encode("shift_jis")
@@ -142,12 +141,9 @@ def test_2_a_newline_in_a_name_forges_no_sd_notify_assignment_or_journal_line(
     drop(long_clip, inbox, name)
     env = {"NOTIFY_SOCKET": str(notify.path), "JOURNAL_STREAM": "8:1"}
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, env=env)
-    try:
+    with stopping(daemon):
         job = wait_finished(daemon, name)
         table = autokr(daemon.config, "status").stdout
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     ledger.finished(job, repr(name))
     lines = [line for message in notify.messages for line in message.split("\n")]
@@ -171,7 +167,7 @@ def test_3_a_persons_subtitle_saved_during_a_rerun_or_in_the_last_instant_is_kep
     inbox, root = place["inbox"], place["root"]
     env = {"AUTOKR_FAULT": "worker-pause:before-place:subtitle:3"}
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, env=env)
-    try:
+    with stopping(daemon):
         drop(clip, inbox, "A.mkv")
         first = wait_finished(daemon, "A.mkv")
         ours = (inbox / "A.ko.srt").read_bytes()
@@ -186,9 +182,6 @@ def test_3_a_persons_subtitle_saved_during_a_rerun_or_in_the_last_instant_is_kep
         wait_for(lambda: "AUTOKR_FAULT: pausing before-place B.ko.srt" in daemon.log(), 90, "the last instant")
         (inbox / "B.ko.srt").write_text(PERSON, encoding="utf-8")
         b = wait_finished(daemon, "B.mkv", states=("skipped",))
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     assert first["state"] == "done" and ours != PERSON.encode()
     assert (inbox / "A.ko.srt").read_text(encoding="utf-8") == PERSON
@@ -210,7 +203,7 @@ def test_4_a_full_state_folder_pauses_the_daemon_which_carries_on_once_space_is_
     with small_tmpfs(root / "state", "24m") as state:
         env = {"NOTIFY_SOCKET": str(notify.path)}
         daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, env=env, scan_interval_seconds=2)
-        try:
+        with stopping(daemon):
             drop(clip, inbox, "Before.mkv")
             before = wait_finished(daemon, "Before.mkv")
             filler = fill(state)
@@ -222,9 +215,6 @@ def test_4_a_full_state_folder_pauses_the_daemon_which_carries_on_once_space_is_
             shown = autokr(daemon.config, "status")
             filler.unlink()
             during = [wait_finished(daemon, f"During {number}.mkv", 120) for number in range(3)]
-        finally:
-            stopped = daemon.stop()
-        assert stopped == 0, "the daemon did not stop cleanly"
         connection = sqlite3.connect(state / "autokr.sqlite3")
         try:
             assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -253,12 +243,9 @@ def test_5_an_implausible_audio_start_is_refused_before_any_padding_is_written(
     drop(bomb, inbox, "bomb.mp4")
     drop(clip, inbox, "Normal.mkv")
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb)
-    try:
+    with stopping(daemon):
         refused = wait_finished(daemon, "bomb.mp4", 120, ("failed",))
         normal = wait_finished(daemon, "Normal.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     ledger.finished(normal, "Normal.mkv beside a disk bomb")
     assert refused["stage"] == "extract" and refused["attempts"] == 1  # permanent: not retried
@@ -281,13 +268,10 @@ def test_6_a_playlist_or_concat_list_named_mkv_is_refused_and_opens_nothing(
     (inbox / "list.mp4").write_text(f"ffconcat version 1.0\nfile '{secret}'\n", encoding="utf-8")
     drop(clip, inbox, "Normal.mkv")
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb)
-    try:
+    with stopping(daemon):
         normal = wait_finished(daemon, "Normal.mkv")
         evil = wait_finished(daemon, "evil.mkv", 60, ("failed",))
         concat = wait_finished(daemon, "list.mp4", 60, ("failed",))
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     ledger.finished(normal, "Normal.mkv beside playlists")
     assert evil["error"].startswith("not a video container (it is hls;")
@@ -304,7 +288,7 @@ def test_7_a_second_daemon_on_the_same_state_folder_exits_and_touches_nothing(
 ):
     inbox, root = place["inbox"], place["root"]
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb)
-    try:
+    with stopping(daemon):
         drop(make_video(tmp_path / "long.mkv", seconds=20), inbox, "Episode.mkv")
         wait_for(lambda: daemon.worker("transcribe"), 60, "the first daemon's transcribe worker")
         second = subprocess.run(
@@ -315,9 +299,6 @@ def test_7_a_second_daemon_on_the_same_state_folder_exits_and_touches_nothing(
         reading = autokr(daemon.config, "status", "--json")  # readers never wait on the lock
         reading_took = time.monotonic() - started
         job = wait_finished(daemon, "Episode.mkv")
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault()
     ledger.finished(job, "Episode.mkv beside a second daemon")
     assert second.returncode == 1
@@ -335,7 +316,7 @@ def test_7_a_second_daemon_on_the_same_state_folder_exits_and_touches_nothing(
 def speech_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Japanese speech (pyopenjtalk): voice activity detection finds speech in it."""
     folder = tmp_path_factory.mktemp("speech")
-    from fixtures.speech import make_quality_clip
+    from testkit.speech import make_quality_clip
 
     return make_quality_clip(folder / "speech.mkv", folder / "speech.json")[0]
 
@@ -346,7 +327,7 @@ def test_8_autokrs_own_subtitle_of_replaced_content_goes_when_the_new_content_ha
     inbox, root = place["inbox"], place["root"]
     music = make_video(tmp_path / "music.mkv", seconds=4)  # a tone: no speech, to VAD
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, vad=True, videos_per_worker=2)
-    try:
+    with stopping(daemon):
         for name in ("A.mkv", "B.mkv"):
             drop(speech_video, inbox, name)
         first = {name: wait_finished(daemon, name) for name in ("A.mkv", "B.mkv")}
@@ -370,9 +351,6 @@ def test_8_autokrs_own_subtitle_of_replaced_content_goes_when_the_new_content_ha
             120,
             "A to be done again",
         )  # fmt: skip
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     for name, job in first.items():
         ledger.finished(job, f"{name} before it was replaced")
@@ -410,7 +388,7 @@ def test_10_a_worker_that_floods_its_output_cannot_grow_the_daemon_or_lose_its_r
     inbox, root = place["inbox"], place["root"]
     drop(clip, inbox, "Flood.mkv")
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, env={"AUTOKR_FAULT": "worker-spew:extract:300"})
-    try:
+    with stopping(daemon):
         done = wait_finished(daemon, "Flood.mkv", 240)
         peak = rss_kb(daemon.pid, "VmHWM")
         # The same flood from a worker that then fails: what is stored of its stderr is bounded.
@@ -418,9 +396,6 @@ def test_10_a_worker_that_floods_its_output_cannot_grow_the_daemon_or_lose_its_r
         daemon.start(env={"AUTOKR_FAULT": "worker-spew:extract:50,worker-exit:extract:1"})
         drop(clip, inbox, "Flood again.mkv")
         failed = wait_finished(daemon, "Flood again.mkv", 240, ("failed",))
-    finally:
-        stopped = daemon.stop()
-    assert stopped == 0, "the daemon did not stop cleanly"
     ledger.fault(2)
     ledger.finished(done, "Flood.mkv (300 MB on stdout, a malformed event)")
     ledger.report(f"worker flooding 300 MB of output: daemon peak RSS {peak / 1024:.1f} MB")

@@ -1,25 +1,17 @@
 """Subtitle quality with the real Whisper base: cue timing against known speech intervals,
-no cues over music or silence, and the Korean/Japanese style rules (bench/quality.py)."""
+no cues over music or silence, and the Korean/Japanese style rules (the measures are
+testkit/quality.py, which bench/quality.py prints)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY, skip_or_fail
+from conftest import skip_or_fail
+
+from testkit import quality
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_whisper]
-
-
-def _quality_module():
-    spec = importlib.util.spec_from_file_location("bench_quality", REPOSITORY / "bench" / "quality.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_quality"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module", params=[0.0, 2.0], ids=["audio at 0 s", "audio muxed 2 s late"])
@@ -30,7 +22,7 @@ def quality_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
         skip_or_fail("pyopenjtalk-plus is not installed (./setup.sh --dev installs it)")
     import json
 
-    from fixtures.speech import make_quality_clip
+    from testkit.speech import make_quality_clip
 
     folder = tmp_path_factory.mktemp("quality")
     video, reference = make_quality_clip(folder / "clip.mkv", folder / "clip.json", audio_offset=request.param)
@@ -41,7 +33,6 @@ def quality_clip(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
     ("engine", "decoding"), [("ctranslate2", "batched"), ("torch", "batched"), ("torch", "sequential")]
 )
 def test_cues_follow_the_speech_and_read_well(quality_clip, request, tiny_nllb, tmp_path, engine, decoding):
-    quality = _quality_module()
     video, reference = quality_clip
     whisper = request.getfixturevalue("whisper_base_ct2" if engine == "ctranslate2" else "whisper_base")
     written = quality.run_pipeline(video, str(whisper), str(tiny_nllb), "cpu", tmp_path, decoding, engine)

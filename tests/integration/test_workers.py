@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pysubs2
 import pytest
-from fixtures.media import ffmpeg, make_video
-from fixtures.speech import character_error_rate
-from fixtures.tiny_models import SENTENCE_PAIRS
+
+from testkit.media import ffmpeg, make_video
+from testkit.speech import character_error_rate
+from testkit.tiny_models import SENTENCE_PAIRS
 
 
 def run_worker(stage: str, *arguments: str) -> list[dict]:

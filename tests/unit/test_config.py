@@ -70,7 +70,7 @@ def test_autokr_once_does_not_need_the_inbox_to_exist(tmp_path):
 
 
 def test_memory_levels_halve_the_batch_then_step_down_the_model():
-    from workers.models import SMALLER_TRANSLATOR, SMALLER_WHISPER, step_down
+    from workers.catalog import SMALLER_TRANSLATOR, SMALLER_WHISPER, step_down
 
     nllb = "facebook/nllb-200-1.3B"
     assert step_down(nllb, 16, 0, SMALLER_TRANSLATOR) == (nllb, 16)

@@ -150,7 +150,7 @@ def test_the_supervisor_reports_ready_status_and_reload_to_systemd(tmp_path):
         assert reloading.startswith("RELOADING=1\nMONOTONIC_USEC=")
         assert ready.startswith("READY=1\nSTATUS=config reload failed, running on the old one: ")
         assert "[daemon] inbox must be a list of path strings" in ready and ready.endswith(" · idle")
-        supervisor.last_ping = -10.0
+        supervisor.status.last_ping = -10.0
         supervisor.turn()
         assert _messages(receiver) == ["WATCHDOG=1"]  # the problem stays in STATUS= until a good reload
         assert supervisor.config.daemon.inbox == (first,)
@@ -159,7 +159,7 @@ def test_the_supervisor_reports_ready_status_and_reload_to_systemd(tmp_path):
         supervisor.reload()
         assert _messages(receiver)[-1] == "READY=1\nSTATUS=idle"
         assert supervisor.config.daemon.inbox == (first, second)
-        supervisor.last_ping = -10.0
+        supervisor.status.last_ping = -10.0
         supervisor.turn()
         assert _messages(receiver) == ["WATCHDOG=1"]
     finally:

@@ -5,10 +5,12 @@ import sqlite3
 import threading
 
 import pytest
-from fixtures.database import damaged_database
 
-from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound
+from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, JobNotRetryable
+from daemon.jobs import JobFacts, JobState, StageRecord
+from daemon.migrations import SCHEMA_VERSION
 from daemon.store import Store
+from testkit.database import damaged_database
 
 
 class Clock:
@@ -33,11 +35,15 @@ def test_a_job_walks_through_every_stage_counting_runs(store):
     for stage in ("extract", "transcribe", "translate", "subtitle"):
         (claimed,) = store.claim_next_batch(8)
         assert (claimed.state, claimed.stage) == ("running", stage)
-        assert store.complete_stage(claimed, {f"{stage}_model": "m"} if stage == "transcribe" else {})
+        record = StageRecord(model="m", engine="ctranslate2", batch_size=8) if stage == "transcribe" else None
+        assert store.complete_stage(claimed, record)
     done = store.get(job.id)
-    assert done.state == "done" and done.stage == "subtitle"
+    assert done.state == JobState.DONE and done.stage == "subtitle"
     assert done.runs == {"extract": 1, "transcribe": 1, "translate": 1, "subtitle": 1}
-    assert done.facts == {"transcribe_model": "m"}
+    assert done.facts == JobFacts(stages={"transcribe": StageRecord(model="m", engine="ctranslate2", batch_size=8)})
+    # status --json keeps its documented shape: one "<stage>_<fact>" key per fact.
+    models = done.as_public_dict()["models"]
+    assert models == {"transcribe_model": "m", "transcribe_engine": "ctranslate2", "transcribe_batch_size": 8}
 
 
 def test_a_cohort_on_its_way_goes_first_and_batches_respect_the_limit(store):
@@ -100,8 +106,8 @@ def test_results_for_a_replaced_file_are_ignored(store):
 def test_retry_of_unknown_or_done_job_says_why(store):
     with pytest.raises(JobNotFound):
         store.retry("/nowhere.mkv")
-    job = store.add("/a.mkv", 1, 1, state="skipped")
-    with pytest.raises(JobNotFound, match="use --force"):
+    job = store.add("/a.mkv", 1, 1, state=JobState.SKIPPED)
+    with pytest.raises(JobNotRetryable, match="job 1 is skipped, not failed; use --force"):
         store.retry(str(job.id))
     forced = store.retry(str(job.id), force=True)
     assert forced.state == "queued" and forced.force
@@ -112,7 +118,8 @@ def test_database_settings(store):
     assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert connection.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert connection.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
-    assert connection.execute("SELECT version FROM schema_migrations").fetchall() == [(1,), (2,)]
+    versions = connection.execute("SELECT version FROM schema_migrations").fetchall()
+    assert versions == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
 
 
 def test_a_second_writer_waits_instead_of_failing(tmp_path):
@@ -195,17 +202,54 @@ def test_migration_2_keeps_every_job_of_a_schema_1_database_and_takes_bytes_path
         versions = store.db.execute("SELECT version FROM schema_migrations").fetchall()
     finally:
         store.close()
-    assert versions == [(1,), (2,)]
+    assert versions == [(version,) for version in range(1, SCHEMA_VERSION + 1)]
+
+
+# A job as schema 2 (releases up to issue 12) stored it: what ran each stage as suffixed keys.
+SCHEMA_2_FACTS = {
+    "transcribe_model": "large-v3", "transcribe_engine": "ctranslate2 float16", "transcribe_decoding": "batched",
+    "transcribe_batch_size": 16, "translate_model": "nllb-200-1.3B", "translate_batch_size": 32,
+    "subtitles": {"/inbox/a.ko.srt": [3, 4]}, "subtitles_for": [10, 5], "memory_levels": {"transcribe": 1},
+}  # fmt: skip
+
+
+def test_migration_3_turns_suffixed_model_keys_into_one_record_per_stage(tmp_path):
+    import json
+
+    path = tmp_path / "autokr.sqlite3"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(SCHEMA_1)
+        connection.execute("ALTER TABLE jobs ADD COLUMN path_key BLOB")
+        connection.execute("UPDATE jobs SET path_key = CAST(path AS BLOB), facts = ?", (json.dumps(SCHEMA_2_FACTS),))
+        connection.execute("INSERT INTO schema_migrations VALUES (2, 0)")
+    with Store(path) as store:
+        (job,) = store.jobs()
+        stored = json.loads(store.db.execute("SELECT facts FROM jobs").fetchone()[0])
+    assert job.facts == JobFacts(
+        stages={
+            "transcribe": StageRecord("large-v3", "ctranslate2 float16", "batched", 16),
+            "translate": StageRecord("nllb-200-1.3B", batch_size=32),
+        },
+        subtitles={"/inbox/a.ko.srt": (3, 4)},
+        subtitles_for=(10, 5),
+        memory_levels={"transcribe": 1},
+    )
+    assert not any(key.endswith(("_model", "_engine", "_decoding", "_batch_size")) for key in stored)
+    # What status --json shows is what it showed before the upgrade.
+    models = {key: value for key, value in SCHEMA_2_FACTS.items() if key.startswith(("transcribe_", "translate_"))}
+    assert job.as_public_dict()["models"] == models
 
 
 def test_a_replaced_video_keeps_the_signatures_of_autokrs_own_subtitles(store):
     job = store.add("/a.mkv", 1, 1)
     for _ in range(4):
         (claimed,) = store.claim_next_batch(1)
-        store.complete_stage(claimed, {"subtitles": {"/a.ko.srt": [7, 8]}, "subtitles_for": [1, 1]})
+        store.complete_stage(
+            claimed, StageRecord(model="m"), subtitles={"/a.ko.srt": (7, 8)}, subtitles_for=claimed.signature
+        )
     again = store.add("/a.mkv", 2, 2)  # new content under the same name
-    assert again.id == job.id and again.state == "queued"
-    assert again.facts == {"subtitles": {"/a.ko.srt": [7, 8]}, "subtitles_for": [1, 1]}
+    assert again.id == job.id and again.state == JobState.QUEUED
+    assert again.facts == JobFacts(subtitles={"/a.ko.srt": (7, 8)}, subtitles_for=(1, 1))
 
 
 def test_a_database_with_damaged_pages_is_refused_and_left_byte_identical(tmp_path):
@@ -215,3 +259,15 @@ def test_a_database_with_damaged_pages_is_refused_and_left_byte_identical(tmp_pa
         Store(path)
     assert str(path) in str(caught.value) and "move the file aside" in str(caught.value)
     assert path.read_bytes() == data
+
+
+def test_a_subtitle_whose_name_is_not_utf8_is_remembered_with_its_bytes(store):
+    video = os.fsdecode("/inbox/猫の話.mkv".encode("shift_jis"))
+    subtitle = os.fsdecode("/inbox/猫の話.ko.srt".encode("shift_jis"))
+    store.add(video, 1, 1)
+    for _ in range(4):
+        (claimed,) = store.claim_next_batch(1)
+        assert store.complete_stage(claimed, subtitles={subtitle: (5, 6)}, subtitles_for=claimed.signature)
+    (job,) = store.jobs()
+    assert job.state == JobState.DONE
+    assert [os.fsencode(path) for path in job.facts.subtitles] == ["/inbox/猫の話.ko.srt".encode("shift_jis")]

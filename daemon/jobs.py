@@ -1,0 +1,183 @@
+"""What the daemon knows about one video: its state, the id it goes by, and the facts kept about
+how its subtitles were made. Typed here; stored as columns and one JSON ``facts`` text by
+``daemon/store.py``.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, NewType
+
+JobId = NewType("JobId", int)
+"""A job's row id. On the wire (manifests, worker events) it is its decimal text:
+``item_id``/``job_id_from_item`` convert, nowhere else."""
+
+
+def item_id(job_id: JobId) -> str:
+    return str(job_id)
+
+
+def job_id_from_item(item: str) -> JobId | None:
+    """The job a worker event's ``item`` names, or None when it names none (a worker's bug)."""
+    return JobId(int(item)) if item.isdigit() else None
+
+
+class JobState(str, enum.Enum):
+    """Where a job is. The value is what the database, ``status`` and ``status --json`` show."""
+
+    QUEUED = "queued"
+    """waiting at its stage (maybe for a retry's backoff)"""
+    RUNNING = "running"
+    """a worker has it"""
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """a subtitle AutoKR must not replace was already there"""
+    DROPPED = "dropped"
+    """the video vanished before it was done"""
+
+    # ``str(JobState.DONE)`` and f-strings give "done" on every Python (3.12 changed the
+    # default for mixed-in enums).
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """What ran a stage that uses a model, from the worker's ``done`` event."""
+
+    model: str | None = None
+    engine: str | None = None
+    decoding: str | None = None
+    batch_size: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {name.name: getattr(self, name.name) for name in fields(self) if getattr(self, name.name) is not None}
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> StageRecord:
+        known = {name.name for name in fields(cls)}
+        return cls(**{key: item for key, item in value.items() if key in known})
+
+    @property
+    def empty(self) -> bool:
+        return not self.to_json()
+
+
+Signature = tuple[int, int]
+"""A file's (size, mtime_ns): AutoKR's own subtitle is one whose signature still matches."""
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What is kept about a job beyond its state, in the ``facts`` column (JSON)."""
+
+    stages: dict[str, StageRecord] = field(default_factory=dict)
+    """Per stage that ran a model: which, and how."""
+    subtitles: dict[str, Signature] = field(default_factory=dict)
+    """Each subtitle AutoKR wrote for this path and its signature then."""
+    subtitles_for: Signature | None = None
+    """The video's (size, mtime_ns) that the subtitles were made from."""
+    memory_levels: dict[str, int] = field(default_factory=dict)
+    """Per stage, how many steps down after running out of GPU memory."""
+
+    @classmethod
+    def from_json(cls, text: str | None) -> JobFacts:
+        value = json.loads(text or "{}")
+        written_for = value.get("subtitles_for")
+        return cls(
+            stages={stage: StageRecord.from_json(record) for stage, record in value.get("stages", {}).items()},
+            subtitles={path: (int(sig[0]), int(sig[1])) for path, sig in value.get("subtitles", {}).items()},
+            subtitles_for=(int(written_for[0]), int(written_for[1])) if written_for else None,
+            memory_levels={stage: int(level) for stage, level in value.get("memory_levels", {}).items()},
+        )
+
+    def to_json(self) -> str:
+        value: dict[str, Any] = {}
+        if self.stages:
+            value["stages"] = {stage: record.to_json() for stage, record in self.stages.items()}
+        if self.subtitles:
+            value["subtitles"] = {path: list(sig) for path, sig in self.subtitles.items()}
+        if self.subtitles_for is not None:
+            value["subtitles_for"] = list(self.subtitles_for)
+        if self.memory_levels:
+            value["memory_levels"] = self.memory_levels
+        return json.dumps(value)  # ASCII escapes: a name that is not UTF-8 survives (\udcXX)
+
+    def kept_for_new_content(self) -> JobFacts:
+        """What survives the video being replaced: the signatures of AutoKR's own subtitles
+        (they tell AutoKR's old file from one a person saved)."""
+        return JobFacts(subtitles=self.subtitles, subtitles_for=self.subtitles_for)
+
+    def with_stage(self, stage: str, record: StageRecord) -> JobFacts:
+        return self if record.empty else replace(self, stages={**self.stages, stage: record})
+
+    def models_by_suffix(self) -> dict[str, Any]:
+        """The documented ``models`` object of ``status --json``: ``{"transcribe_model": …,
+        "transcribe_engine": …, "translate_batch_size": …}``."""
+        return {
+            f"{stage}_{name}": value
+            for stage, record in self.stages.items()
+            for name, value in record.to_json().items()
+        }
+
+
+@dataclass(frozen=True)
+class Job:
+    id: JobId
+    path: str
+    size: int
+    mtime_ns: int
+    state: JobState
+    stage: str
+    progress: float | None
+    attempts: int
+    not_before: float
+    runs: dict[str, int]
+    error: str | None
+    stderr_tail: str | None
+    note: str | None
+    generation: int
+    force: bool
+    facts: JobFacts
+    created_at: float
+    updated_at: float
+
+    @property
+    def signature(self) -> Signature:
+        return (self.size, self.mtime_ns)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Job:
+        values = dict(row)
+        values.pop("path")  # the readable text form; the bytes are the identity
+        values["path"] = os.fsdecode(values.pop("path_key"))
+        values["id"] = JobId(values["id"])
+        values["state"] = JobState(values["state"])
+        values["runs"] = json.loads(values["runs"] or "{}")
+        values["facts"] = JobFacts.from_json(values["facts"])
+        values["force"] = bool(values["force"])
+        return cls(**values)
+
+    def as_public_dict(self) -> dict[str, Any]:
+        """The stable JSON shape of ``autokr status --json`` (other tools rely on it)."""
+        return {
+            "id": self.id,
+            "path": self.path,
+            "state": self.state.value,
+            "stage": self.stage,
+            "progress": self.progress,
+            "error": self.error,
+            "note": self.note,
+            "runs": self.runs,
+            "attempts": self.attempts,
+            "stderr_tail": self.stderr_tail,
+            "models": self.facts.models_by_suffix(),
+            "updated_at": self.updated_at,
+        }

@@ -1,0 +1,141 @@
+"""What the daemon makes of each video's end in a batch: the stage recorded as done (and, after
+the last stage, the work files cleaned and AutoKR's stale subtitle removed), a failed attempt
+retried with backoff, a GPU out of memory retried one memory level down, a vanished video
+dropped. ``Outcomes`` is the daemon's ``BatchHandler`` (``daemon/batch.py``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from loguru import logger
+
+from contract import faults
+from contract.files import file_signature, remove_own_file
+from contract.pipeline import LAST_STAGE
+from contract.protocol import EXIT_OUT_OF_MEMORY, StageDone
+from daemon import stages
+from daemon.batch import BatchRunner, Ending
+from daemon.config import Config
+from daemon.jobs import Job, JobId, JobState, Signature, StageRecord
+from daemon.store import Store
+
+MAX_MEMORY_LEVEL = 8  # e.g. batch 16 → 8 → 4 → 2 → 1, then three smaller models
+PROGRESS_SAVE_SECONDS = 1.0  # a running job's progress is written at most this often
+
+
+class Outcomes:
+    """Records one batch's events in the store."""
+
+    def __init__(
+        self, config: Config, store: Store, batch: BatchRunner, jobs: dict[JobId, Job], monotonic: Callable[[], float]
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.batch = batch
+        self.jobs = jobs
+        self.monotonic = monotonic
+        self._saved_at: dict[JobId, float] = {}
+
+    # --- BatchHandler --------------------------------------------------------------------
+
+    def progress(self, job_id: JobId, percent: float) -> None:
+        now = self.monotonic()
+        if now - self._saved_at.get(job_id, 0.0) >= PROGRESS_SAVE_SECONDS or percent >= 100:
+            self._saved_at[job_id] = now
+            self.store.set_progress(self.jobs[job_id], percent)
+
+    def done(self, job_id: JobId, result: StageDone) -> None:
+        job, stage = self.jobs[job_id], self.batch.stage
+        last = stage == LAST_STAGE
+        written = [Path(path) for path in result.written] if last else [self.batch.items[job_id].output]
+        missing = [str(path) for path in written if not path.exists()]
+        if missing:
+            failed(self.config, self.store, job, f"worker reported success but {missing[0]} is missing")
+            return
+        faults.crash_daemon_if_armed("before-commit", stage)
+        record = StageRecord(result.model, result.engine, result.decoding, result.batch_size)
+        subtitles: dict[str, Signature] | None = None
+        if last:
+            # Still AutoKR's own (untouched since): kept, so a later run may replace them.
+            subtitles = {path: sig for path, sig in job.facts.subtitles.items() if _signature(Path(path)) == sig}
+            subtitles.update({str(path): sig for path in written if (sig := _signature(path)) is not None})
+        skipped = result.skipped if last else None
+        if not self.store.complete_stage(
+            job, record, subtitles, subtitles_for=job.signature if last and written else None,
+            note=skipped or result.note, skipped=bool(skipped),
+        ):  # fmt: skip
+            return  # the job was reset meanwhile (file replaced): this result is stale
+        if not last:
+            logger.info("{}: {} complete", job.path, stage)
+            return
+        stages.remove_work_files(self.config, job.id)
+        if skipped:
+            logger.info("skipped {}: {}", job.path, skipped)
+            return
+        if not written:  # no speech in this content: AutoKR's subtitle of older content must go
+            remove_stale_subtitles(self.store, job)
+        logger.info("done: {} ({})", job.path, result.note or ", ".join(path.name for path in written))
+
+    def failed(self, job_id: JobId, reason: str, permanent: bool) -> None:
+        failed(self.config, self.store, self.jobs[job_id], reason, self.batch.worker.stderr_tail(), permanent)
+
+    def unfinished(self, job_id: JobId, ending: Ending) -> None:
+        job = self.jobs[job_id]
+        if ending.on_purpose and not os.path.exists(job.path):
+            self.store.drop(job.id, f"the video was deleted or moved during {self.batch.stage}")
+            logger.info("dropped {}: the video is gone", job.path)
+        elif ending.on_purpose:
+            self.store.release(job)
+        elif ending.returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(job):
+            pass
+        else:
+            failed(self.config, self.store, job, ending.reason, self.batch.worker.stderr_tail())
+
+    def _retry_with_less_memory(self, job: Job) -> bool:
+        """GPU out of memory: queue the stage again one memory level down (half the batch,
+        then the next smaller model); False once there is no level left to try."""
+        level = self.batch.memory_level + 1
+        if level > MAX_MEMORY_LEVEL:
+            return False
+        reason = f"out of GPU memory; retrying with less (memory level {level}: smaller batch or model)"
+        if self.store.requeue_smaller(job, level, reason):
+            logger.warning("{} at {}: {}", job.path, self.batch.stage, reason)
+        return True
+
+
+def failed(config: Config, store: Store, job: Job, reason: str, stderr_tail: str = "", permanent: bool = False) -> None:
+    """A failed attempt at ``job.stage``: queued again after a backoff, or failed for good
+    (then AutoKR's subtitle of replaced content goes); a vanished video is dropped instead."""
+    if not os.path.exists(job.path):
+        store.drop(job.id, f"the video disappeared during {job.stage}")
+        logger.info("dropped {}: the video disappeared during {}", job.path, job.stage)
+        return
+    daemon = config.daemon
+    updated = store.fail_stage(job, reason, stderr_tail, permanent, daemon.max_attempts, daemon.retry_backoff_seconds)
+    if updated is None:
+        return
+    if updated.state == JobState.FAILED:
+        logger.error("failed: {} at {}: {}", job.path, job.stage, reason)
+        remove_stale_subtitles(store, updated)
+    else:
+        wait = max(0.0, updated.not_before - store.clock())
+        logger.warning("{} at {}: {}; retrying in {:.0f} s", job.path, job.stage, reason, wait)
+
+
+def remove_stale_subtitles(store: Store, job: Job) -> None:
+    """The video was replaced and its new content yields no subtitle: AutoKR's own subtitle
+    of the old content is removed, only while it is untouched (signature checked), so it
+    neither lingers beside new content nor is mistaken later for a person's file."""
+    if job.facts.subtitles_for == job.signature:
+        return  # written for this very content (a retry): still right
+    removed = [path for path, sig in job.facts.subtitles.items() if remove_own_file(Path(path), list(sig))]
+    if removed:
+        store.forget_subtitles(job, removed)
+        logger.info("{}: removed AutoKR's subtitle of the replaced video: {}", job.path, ", ".join(removed))
+
+
+def _signature(path: Path) -> Signature | None:
+    found = file_signature(path)
+    return (found[0], found[1]) if found else None

@@ -1,0 +1,64 @@
+"""What the daemon tells systemd: the one-line ``STATUS=`` (what ``systemctl status`` shows),
+``READY=1`` and the watchdog ping, sent from the main loop only (a wedged loop stops pinging)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from daemon.jobs import JobState
+from daemon.notify import Notifier
+
+PING_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Running:
+    """The running batch as ``STATUS=`` shows it: its verb, its first video and how far along."""
+
+    verb: str
+    name: str
+    percent: float
+    others: int
+
+
+def status_line(counts: dict[JobState, int], running: Running | None, problems: list[str], paused: bool) -> str:
+    """``transcribing "Show - 01.mkv" 43% (+3) · 2 queued · 10 done``, after any problem."""
+    tail = [
+        f"{counts[state]} {state}" for state in (JobState.QUEUED, JobState.DONE, JobState.FAILED) if counts.get(state)
+    ]
+    if running is None:
+        head = "idle"
+    else:
+        head = f'{running.verb} "{running.name}" {running.percent:.0f}%' + (
+            f" (+{running.others})" if running.others else ""
+        )
+    if paused:
+        head = "paused" if running is None else f"{head}, paused"
+    return " · ".join([*problems, head, *tail])
+
+
+class StatusReporter:
+    def __init__(self, notifier: Notifier, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.notifier = notifier
+        self.monotonic = monotonic
+        self.text = ""
+        self.last_ping = 0.0
+
+    def send(self, text: str, **fields: str | int) -> None:
+        """``STATUS=text`` with ``fields`` (``READY=1``, ``WATCHDOG=1``)."""
+        self.text = text
+        self.notifier.send(**fields, STATUS=text)
+
+    def tick(self, current: Callable[[], str]) -> None:
+        """Every second: ``WATCHDOG=1``, with ``STATUS=`` when it changed."""
+        now = self.monotonic()
+        if now - self.last_ping < PING_SECONDS:
+            return
+        self.last_ping = now
+        text = current()
+        if text != self.text:
+            self.send(text, WATCHDOG=1)
+        else:
+            self.notifier.send(WATCHDOG=1)
