@@ -18,6 +18,7 @@ from contract.media import probe
 from contract.pipeline import PIPELINE
 from contract.protocol import dumps_json, printable
 from daemon import __version__
+from daemon.announcer import Outbox, describe_pending
 from daemon.config import Config, default_config_path, is_set, load_config
 from daemon.errors import ConfigError, JobNotFound, WorkerFailed
 from daemon.jobs import Job, JobFacts, JobState
@@ -101,9 +102,11 @@ def command_status(arguments: argparse.Namespace) -> int:
     config = _config(arguments, need_inbox=False, need_state_dir=False)
     store = _store(arguments, config)
     jobs = []
+    media = None
     if store is not None:
         with store:
             jobs = store.jobs()
+            media = describe_pending(Outbox(store), store.clock())
     if arguments.json:
         print(dumps_json([job.as_public_dict() for job in jobs], indent=1))
         return 0
@@ -116,6 +119,8 @@ def command_status(arguments: argparse.Namespace) -> int:
         print("no videos yet")
     else:
         print(_format_table(jobs))
+    if media:
+        print(media)
     return 0
 
 
@@ -179,6 +184,15 @@ def command_systemd_unit(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def command_doctor(arguments: argparse.Namespace) -> int:
+    from daemon import doctor
+
+    config = load_config(arguments.config, need_inbox=False, need_state_dir=False)
+    checks = doctor.run_checks(config, is_set(config, "daemon", "state_dir"))
+    print(doctor.as_json(checks) if arguments.json else doctor.render(checks))
+    return doctor.exit_status(checks, arguments.strict)
+
+
 def build_parser() -> argparse.ArgumentParser:
     # --config and -v work before or after the command (`autokr run --config FILE`, as systemd
     # units and scripts write it, and `autokr --config FILE run`): every parser knows them, and
@@ -224,6 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("-t", "--translator", help="NLLB model name or directory")
     once.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     once.set_defaults(handler=command_once)
+
+    doctor = command("doctor", help="check the set-up: ffmpeg, folders, device, models, media servers, the unit")
+    doctor.add_argument("--json", action="store_true", help="machine-readable")
+    doctor.add_argument("--strict", action="store_true", help="exit 1 on any ✗, not only on those that stop videos")
+    doctor.set_defaults(handler=command_doctor)
 
     systemd_unit = command(
         "systemd-unit", help="print the systemd unit for this install and config (see README, Service)"

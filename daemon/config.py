@@ -121,10 +121,47 @@ class LanguageSettings:
 
 
 @dataclass(frozen=True)
+class JellyfinSettings:
+    url: str = field(default="", metadata={"type": "str"})
+    """Jellyfin's address, e.g. ``http://127.0.0.1:8096``; empty: Jellyfin is not told."""
+    api_key: str = field(default="", repr=False, metadata={"type": "str"})
+    """An API key (Dashboard → API Keys); or ``api_key_file``."""
+    api_key_file: str = field(default="", metadata={"type": "str"})
+    """A file holding the key, or ``credential:NAME``: systemd's credential NAME
+    (``$CREDENTIALS_DIRECTORY/NAME``; ``autokr systemd-unit`` adds its ``LoadCredential=``)."""
+    path_map: tuple[tuple[str, str], ...] = field(default=(), metadata={"type": "pairs"})
+    """``[["/srv/media", "/media"]]``: AutoKR's path prefix → the server's (a server in a container)."""
+
+
+@dataclass(frozen=True)
+class PlexSettings:
+    url: str = field(default="", metadata={"type": "str"})
+    """Plex's address, e.g. ``http://127.0.0.1:32400``; empty: Plex is not told."""
+    token: str = field(default="", repr=False, metadata={"type": "str"})
+    """An X-Plex-Token; or ``token_file``."""
+    token_file: str = field(default="", metadata={"type": "str"})
+    """A file holding the token, or ``credential:NAME`` (as for Jellyfin)."""
+    path_map: tuple[tuple[str, str], ...] = field(default=(), metadata={"type": "pairs"})
+    """As for Jellyfin."""
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    urls: tuple[str, ...] = field(default=(), repr=False, metadata={"type": "strings"})
+    """Apprise URLs (``ntfy://…``, ``discord://…``, ``json://host/path``): a message when a video
+    is done or has failed."""
+    digest: bool = field(default=False, metadata={"type": "bool"})
+    """Also one message a day: how many videos were done and failed in the last 24 hours."""
+
+
+@dataclass(frozen=True)
 class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     languages: LanguageSettings = field(default_factory=LanguageSettings)
+    jellyfin: JellyfinSettings = field(default_factory=JellyfinSettings)
+    plex: PlexSettings = field(default_factory=PlexSettings)
+    notify: NotifySettings = field(default_factory=NotifySettings)
     path: Path | None = None
 
     @property
@@ -140,7 +177,12 @@ class Config:
         return self.models.model_dir or self.daemon.state_dir / "models"
 
 
-SECTIONS: dict[str, type] = {"daemon": DaemonSettings, "models": ModelSettings, "languages": LanguageSettings}
+SECTIONS: dict[str, type] = {
+    "daemon": DaemonSettings, "models": ModelSettings, "languages": LanguageSettings,
+    "jellyfin": JellyfinSettings, "plex": PlexSettings, "notify": NotifySettings,
+}  # fmt: skip
+CREDENTIAL_PREFIX = "credential:"
+URL_PATTERN = re.compile(r"^https?://[^/\s]+(/\S*)?$")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -171,14 +213,21 @@ def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str)
         return as_path(value)
     if kind == "paths" and isinstance(value, str):
         return (as_path(value),)
+    if kind == "pairs" and isinstance(value, list) and all(_is_pair(v) for v in value):
+        return tuple((str(ours).rstrip("/") or "/", str(theirs).rstrip("/") or "/") for ours, theirs in value)
     if kind in ("paths", "strings") and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return tuple(as_path(v) for v in value) if kind == "paths" else tuple(value)
     expected = {
         "bool": "true or false", "int": "a whole number", "number": "a number", "str": "a string",
         "path": "a path string", "paths": "a list of path strings", "strings": "a list of strings",
+        "pairs": 'a list of ["AutoKR\'s path", "the server\'s path"] pairs',
     }[kind]  # fmt: skip
     problems.append(f"{where} must be {expected}, not {value!r}")
     return None
+
+
+def _is_pair(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) and v.startswith("/") for v in value)
 
 
 def _build_section(cls: type, table: Any, base: Path, problems: list[str], section: str) -> Any:
@@ -248,10 +297,53 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
     for name in ("whisper", "translator"):
         if not getattr(models, name).strip():
             problems.append(f"[models] {name} must not be empty")
+    for section, key in (("jellyfin", "api_key"), ("plex", "token")):
+        _validate_server(getattr(config, section), section, key, problems)
     for name in ("source", "target"):
         if getattr(languages, name) not in NLLB_CODES:
             known = ", ".join(sorted(NLLB_CODES))
             problems.append(f"[languages] {name} {getattr(languages, name)!r} is not supported (known: {known})")
+
+
+def _validate_server(settings: Any, section: str, key: str, problems: list[str]) -> None:
+    given = [name for name in (key, f"{key}_file") if getattr(settings, name)]
+    if not settings.url:
+        if given:
+            problems.append(f"[{section}] {given[0]} is set but url is not: set url, or remove the section")
+        return
+    if not URL_PATTERN.match(settings.url):
+        problems.append(f"[{section}] url must start with http:// or https://, not {settings.url!r}")
+    if len(given) != 1:
+        problems.append(f"[{section}] needs exactly one of {key} and {key}_file")
+
+
+def read_secret(value: str, file: str, where: str) -> str:
+    """The key itself, or read from ``file`` (``credential:NAME``: systemd's credential NAME).
+
+    Raises:
+        ConfigError: the file cannot be read (the message names it, never its content).
+    """
+    if value:
+        return value
+    if file.startswith(CREDENTIAL_PREFIX):
+        name = file[len(CREDENTIAL_PREFIX) :]
+        folder = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not folder:
+            raise ConfigError(
+                None, [f"{where} names the systemd credential {name!r}, but AutoKR was not started by systemd with it "
+                       f"(LoadCredential={name}; autokr systemd-unit adds it)"],
+            )  # fmt: skip
+        path = Path(folder) / name
+    else:
+        path = Path(file).expanduser()
+    try:
+        secret = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(None, [f"{where}: cannot read {path} ({reason})"]) from None
+    if not secret:
+        raise ConfigError(None, [f"{where}: {path} is empty"])
+    return secret
 
 
 def load_config(path: Path | None = None, need_inbox: bool = True, need_state_dir: bool = True) -> Config:

@@ -23,6 +23,7 @@ from contract.errors import PermanentError, WorkerError
 from contract.files import file_signature
 from contract.media import probe
 from daemon import discovery, stages
+from daemon.announcer import Teller
 from daemon.config import Config
 from daemon.errors import StateFull
 from daemon.jobs import Job, JobState
@@ -39,6 +40,7 @@ class Intake:
         store: Store,
         wake: threading.Event,
         on_replaced: Callable[[Job], None],
+        teller: Teller,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """``on_replaced``: called before a known video starts over (its content changed), so a
@@ -47,6 +49,7 @@ class Intake:
         self.store = store
         self.wake = wake
         self.on_replaced = on_replaced
+        self.teller = teller
         self.monotonic = monotonic
         self.tracker = discovery.StabilityTracker(config.daemon.stable_seconds, monotonic)
         self.watcher = InboxWatcher(config.daemon.inbox, wake)
@@ -188,6 +191,7 @@ class Intake:
         except PermanentError as error:
             self.store.add(path, stable.size, stable.mtime_ns, state=JobState.FAILED, error=str(error))
             logger.warning("{}: {}", path, error)
+            self.teller.message(path, "AutoKR: a video failed", f"{stable.path.name}: {error}")
             return
         except (WorkerError, OSError) as error:
             logger.warning("cannot check {} yet ({}); will look again", path, error)

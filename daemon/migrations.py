@@ -13,7 +13,7 @@ import sqlite_utils
 
 from contract.pipeline import STAGES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -72,4 +72,17 @@ def _migration_3(db: sqlite_utils.Database) -> None:
         db.execute("UPDATE jobs SET facts = ? WHERE id = ?", (json.dumps(facts), job_id))
 
 
-MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {1: _migration_1, 2: _migration_2, 3: _migration_3}
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """The outbox: what media servers and notification services are still to be told
+    (``daemon/announcer.py``), kept across restarts."""
+    db.execute(
+        "CREATE TABLE outbox (id INTEGER PRIMARY KEY, target TEXT NOT NULL, topic TEXT NOT NULL, "
+        "payload TEXT NOT NULL, created_at REAL NOT NULL, due_at REAL NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, "
+        "state TEXT NOT NULL, last_error TEXT, finished_at REAL)"
+    )
+    db.execute("CREATE INDEX idx_outbox_state ON outbox (state, target, topic)")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
+    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4,
+}  # fmt: skip

@@ -16,9 +16,11 @@ from contract.files import file_signature, remove_own_file
 from contract.pipeline import LAST_STAGE
 from contract.protocol import EXIT_OUT_OF_MEMORY, StageDone
 from daemon import stages
+from daemon.announcer import Teller, minutes
 from daemon.batch import BatchRunner, Ending
 from daemon.config import Config
 from daemon.jobs import Job, JobId, JobState, Signature, StageRecord
+from daemon.media_servers import Change
 from daemon.store import Store
 
 MAX_MEMORY_LEVEL = 8  # e.g. batch 16 → 8 → 4 → 2 → 1, then three smaller models
@@ -29,10 +31,17 @@ class Outcomes:
     """Records one batch's events in the store."""
 
     def __init__(
-        self, config: Config, store: Store, batch: BatchRunner, jobs: dict[JobId, Job], monotonic: Callable[[], float]
+        self,
+        config: Config,
+        store: Store,
+        teller: Teller,
+        batch: BatchRunner,
+        jobs: dict[JobId, Job],
+        monotonic: Callable[[], float],
     ) -> None:
         self.config = config
         self.store = store
+        self.teller = teller
         self.batch = batch
         self.jobs = jobs
         self.monotonic = monotonic
@@ -52,7 +61,7 @@ class Outcomes:
         written = [Path(path) for path in result.written] if last else [self.batch.items[job_id].output]
         missing = [str(path) for path in written if not path.exists()]
         if missing:
-            failed(self.config, self.store, job, f"worker reported success but {missing[0]} is missing")
+            failed(self.config, self.store, self.teller, job, f"worker reported success but {missing[0]} is missing")
             return
         faults.crash_daemon_if_armed("before-commit", stage)
         record = StageRecord(result.model, result.engine, result.decoding, result.batch_size)
@@ -75,11 +84,22 @@ class Outcomes:
             logger.info("skipped {}: {}", job.path, skipped)
             return
         if not written:  # no speech in this content: AutoKR's subtitle of older content must go
-            remove_stale_subtitles(self.store, job)
-        logger.info("done: {} ({})", job.path, result.note or ", ".join(path.name for path in written))
+            remove_stale_subtitles(self.store, self.teller, job)
+        names = ", ".join(path.name for path in written)
+        logger.info("done: {} ({})", job.path, result.note or names)
+        self.teller.subtitles([Change(str(path), "Modified" if str(path) in job.facts.subtitles else "Created")
+                               for path in written])  # fmt: skip
+        took = minutes(self.store.clock() - job.created_at)
+        self.teller.message(
+            job.path,
+            "AutoKR: subtitles ready",
+            f"{Path(job.path).name}: {result.note or names} ({took} after it was found)",
+        )
 
     def failed(self, job_id: JobId, reason: str, permanent: bool) -> None:
-        failed(self.config, self.store, self.jobs[job_id], reason, self.batch.worker.stderr_tail(), permanent)
+        failed(
+            self.config, self.store, self.teller, self.jobs[job_id], reason, self.batch.worker.stderr_tail(), permanent
+        )
 
     def unfinished(self, job_id: JobId, ending: Ending) -> None:
         job = self.jobs[job_id]
@@ -91,7 +111,7 @@ class Outcomes:
         elif ending.returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(job):
             pass
         else:
-            failed(self.config, self.store, job, ending.reason, self.batch.worker.stderr_tail())
+            failed(self.config, self.store, self.teller, job, ending.reason, self.batch.worker.stderr_tail())
 
     def _retry_with_less_memory(self, job: Job) -> bool:
         """GPU out of memory: queue the stage again one memory level down (half the batch,
@@ -105,7 +125,9 @@ class Outcomes:
         return True
 
 
-def failed(config: Config, store: Store, job: Job, reason: str, stderr_tail: str = "", permanent: bool = False) -> None:
+def failed(
+    config: Config, store: Store, teller: Teller, job: Job, reason: str, stderr_tail: str = "", permanent: bool = False
+) -> None:
     """A failed attempt at ``job.stage``: queued again after a backoff, or failed for good
     (then AutoKR's subtitle of replaced content goes); a vanished video is dropped instead."""
     if not os.path.exists(job.path):
@@ -118,13 +140,14 @@ def failed(config: Config, store: Store, job: Job, reason: str, stderr_tail: str
         return
     if updated.state == JobState.FAILED:
         logger.error("failed: {} at {}: {}", job.path, job.stage, reason)
-        remove_stale_subtitles(store, updated)
+        teller.message(job.path, "AutoKR: a video failed", f"{Path(job.path).name}: {reason}")
+        remove_stale_subtitles(store, teller, updated)
     else:
         wait = max(0.0, updated.not_before - store.clock())
         logger.warning("{} at {}: {}; retrying in {:.0f} s", job.path, job.stage, reason, wait)
 
 
-def remove_stale_subtitles(store: Store, job: Job) -> None:
+def remove_stale_subtitles(store: Store, teller: Teller, job: Job) -> None:
     """The video was replaced and its new content yields no subtitle: AutoKR's own subtitle
     of the old content is removed, only while it is untouched (signature checked), so it
     neither lingers beside new content nor is mistaken later for a person's file."""
@@ -133,6 +156,7 @@ def remove_stale_subtitles(store: Store, job: Job) -> None:
     removed = [path for path, sig in job.facts.subtitles.items() if remove_own_file(Path(path), list(sig))]
     if removed:
         store.forget_subtitles(job, removed)
+        teller.subtitles([Change(path, "Deleted") for path in removed])
         logger.info("{}: removed AutoKR's subtitle of the replaced video: {}", job.path, ", ".join(removed))
 
 

@@ -128,6 +128,10 @@ class Store:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction for a table of its own (``daemon/announcer.py``'s outbox)."""
+        return self._write()
+
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; ``StateFull`` (nothing written) when the disk is full."""

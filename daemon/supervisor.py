@@ -13,6 +13,7 @@ it claims no new work, keeps the events it could not record, says "state folder 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -27,6 +28,7 @@ from contract import faults
 from contract.files import describe_os_error
 from contract.pipeline import STAGE
 from daemon import stages
+from daemon.announcer import Announcer, Teller, senders_for
 from daemon.batch import BatchRunner
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, StateFull
@@ -78,7 +80,10 @@ class Supervisor:
         self.notifier = notifier or Notifier(address="")
         self.flags = flags or Flags()
         self.monotonic = monotonic
-        self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, monotonic)
+        self.announcer: Announcer | None = None
+        self.teller = Teller(store, ())
+        self.announcement_problems: list[str] = []  # shown in STATUS= (a key file that cannot be read)
+        self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
         self.status = StatusReporter(self.notifier, monotonic)
         self.batch: BatchRunner | None = None
         self.outcomes: Outcomes | None = None
@@ -102,6 +107,7 @@ class Supervisor:
                 self._sweep_temporary_files(job)
         except StateFull as error:
             self._pause(str(error))
+        self._start_announcer()
         self.intake.start()
         if not self.state_full:
             self._guarded(self.intake.scan)
@@ -177,6 +183,8 @@ class Supervisor:
             except StateFull as error:  # the jobs stay "running": the next start resumes them
                 logger.warning("{}: interrupted jobs are resumed at the next start", error)
         self.intake.stop()
+        if self.announcer is not None:
+            self.announcer.stop()
         logger.info("stopped")
 
     def reload(self) -> None:
@@ -191,9 +199,29 @@ class Supervisor:
             return
         self.intake.reload(new)
         self.config = new
+        self._start_announcer()
         self.config_problem = ""
         logger.info("configuration reloaded from {}", new.path)
         self.status.send(self._status(), READY=1)
+
+    def _start_announcer(self) -> None:
+        """(Re)starts the thread that tells media servers and notification services, from the
+        config as it is now; a key refused before may have been replaced, so it is tried again."""
+        if self.announcer is not None:
+            self.announcer.stop()
+            self.announcer = None
+        senders, self.announcement_problems = senders_for(self.config)
+        for problem in self.announcement_problems:
+            logger.error("{}", problem)
+        self.teller.targets = tuple(senders)
+        if not senders:
+            return
+        with contextlib.suppress(StateFull):
+            self.teller.outbox.retry_now()
+        database = self.config.database_path
+        self.announcer = Announcer(lambda: Store(database), senders, digest=self.config.notify.digest)
+        self.announcer.start()
+        logger.info("telling {} about new subtitles", ", ".join(senders))
 
     # --- the running batch ---------------------------------------------------------------
 
@@ -214,7 +242,7 @@ class Supervisor:
             reason = describe_os_error(error, manifest)
             logger.error("cannot start the {} worker: {}", stage, reason)
             for job in self.store.claim(waiting):
-                failed(self.config, self.store, job, reason)
+                failed(self.config, self.store, self.teller, job, reason)
             return
         jobs = self.store.claim(waiting)
         if not jobs:
@@ -225,7 +253,7 @@ class Supervisor:
         faults.crash_daemon_if_armed("before-worker", stage)
         batch = BatchRunner(self.config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic)
         self.batch, self.jobs = batch, {job.id: job for job in jobs}
-        self.outcomes = Outcomes(self.config, self.store, batch, self.jobs, self.monotonic)
+        self.outcomes = Outcomes(self.config, self.store, self.teller, batch, self.jobs, self.monotonic)
         names = ", ".join(Path(job.path).name for job in jobs)
         logger.info("{} {} video(s) in worker pid {}: {}", STAGE[stage].verb, len(jobs), batch.worker.pid, names)
 
@@ -289,5 +317,7 @@ class Supervisor:
                 self.batch.progress.get(first, 0.0),
                 len(self.jobs) - 1,
             )
-        problems = [problem for problem in (self.state_full, self.config_problem) if problem]
+        problems = [
+            problem for problem in (self.state_full, self.config_problem, *self.announcement_problems) if problem
+        ]
         return status_line(self.store.counts(), running, problems, paused=bool(self.state_full))

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import math
 import shlex
+import socket
 import sys
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemon.config import Config
+from daemon.config import CREDENTIAL_PREFIX, Config
 
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))  # hidden by ProtectHome=
 TEMPORARY_ROOTS = (Path("/tmp"), Path("/var/tmp"))  # private to the service with PrivateTmp=yes
@@ -42,6 +44,13 @@ class Install:
     worker_stop_seconds: float = 10.0
     memory_max: str = "80%"
     """``[daemon] memory_max``: a percentage, a size (``12G``) or ``infinity``."""
+    credentials: tuple[str, ...] = ()
+    """systemd credentials the config names (``api_key_file = "credential:jellyfin"``)."""
+    servers: tuple[str, ...] = ()
+    """The media servers' host names (``[jellyfin] url``, ``[plex] url``)."""
+    allow_only: tuple[str, ...] | None = None
+    """The addresses the service may reach, when that can be known: every model a local path and
+    no notification service; None: the network stays open (downloads, Apprise)."""
 
     @property
     def under_home(self) -> bool:
@@ -78,6 +87,7 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
         if folder is not None and not folder.is_relative_to(SERVICE_STATE_DIR):
             write.append(folder)
     read = [Path(sys.prefix), Path(sys.base_prefix).resolve(), config.path.parent]
+    servers = tuple(dict.fromkeys(host for host in (_host(config.jellyfin.url), _host(config.plex.url)) if host))
     return Install(
         command=_installed_command(),
         config=config.path,
@@ -85,7 +95,62 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
         read=tuple(dict.fromkeys(path for path in read if hidden_from_service(path))),
         worker_stop_seconds=config.daemon.worker_stop_seconds,
         memory_max=config.daemon.memory_max,
+        credentials=credentials_named(config),
+        servers=servers,
+        allow_only=_addresses(servers) if _offline(config) else None,
     )
+
+
+def credentials_named(config: Config) -> tuple[str, ...]:
+    files = (config.jellyfin.api_key_file, config.plex.token_file)
+    return tuple(file[len(CREDENTIAL_PREFIX) :] for file in files if file.startswith(CREDENTIAL_PREFIX))
+
+
+def _host(url: str) -> str | None:
+    return urllib.parse.urlsplit(url).hostname if url else None
+
+
+def _offline(config: Config) -> bool:
+    """No model to download (both are paths that exist) and no notification service."""
+    models = (config.models.whisper, config.models.translator)
+    return not config.notify.urls and all(Path(model).expanduser().exists() for model in models)
+
+
+def _addresses(hosts: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The IP addresses of ``hosts`` now; None when one does not resolve (the network stays open)."""
+    found: list[str] = []
+    for host in hosts:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return None
+        found += [str(info[4][0]) for info in infos]
+    return tuple(dict.fromkeys(found))
+
+
+def network_lines(install: Install) -> list[str]:
+    """``IPAddressDeny=any`` and exactly the media servers allowed, when nothing else is needed."""
+    lines = []
+    for name in install.credentials:
+        lines += [
+            f"# The key of credential:{name}: put it in /etc/credstore/{name} (root, mode 0600); the service reads",
+            "# its copy in $CREDENTIALS_DIRECTORY, no one else can.",
+            f"LoadCredential={name}:/etc/credstore/{name}",
+        ]
+    if install.allow_only is None:
+        if install.servers:
+            lines += [
+                "# The network stays open: a named model is downloaded on first use, or a notification service",
+                "# is named. With both models given as local paths and no [notify] urls, autokr systemd-unit",
+                "# allows exactly the media servers instead.",
+            ]
+        return lines
+    allowed = " ".join(["localhost", *install.allow_only])
+    return lines + [
+        "# The only network traffic: the media servers of the config (their addresses when this was rendered).",
+        "IPAddressDeny=any",
+        f"IPAddressAllow={allowed}",
+    ]
 
 
 def _quote(path: Path | str) -> str:
@@ -143,7 +208,7 @@ def install_lines(install: Install) -> list[str]:
     if writable:
         lines += ["# Subtitles are written next to the videos: each inbox folder (or a parent) is listed here."]
         lines += writable
-    return lines
+    return lines + network_lines(install)
 
 
 HEADER = """\

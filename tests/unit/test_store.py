@@ -271,3 +271,26 @@ def test_a_subtitle_whose_name_is_not_utf8_is_remembered_with_its_bytes(store):
     (job,) = store.jobs()
     assert job.state == JobState.DONE
     assert [os.fsencode(path) for path in job.facts.subtitles] == ["/inbox/猫の話.ko.srt".encode("shift_jis")]
+
+
+def test_migration_4_adds_the_outbox_to_a_schema_3_database_and_keeps_its_jobs(tmp_path):
+    import sqlite_utils
+
+    from daemon.migrations import MIGRATIONS
+
+    path = tmp_path / "autokr.sqlite3"
+    db = sqlite_utils.Database(path)  # the database as release 3 (issue 12) left it
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for version in (1, 2, 3):
+        MIGRATIONS[version](db)
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    db.execute(
+        "INSERT INTO jobs (path, path_key, size, mtime_ns, state, stage, facts) "
+        "VALUES ('/inbox/a.mkv', CAST('/inbox/a.mkv' AS BLOB), 1, 1, 'done', 'subtitle', '{}')"
+    )
+    db.conn.commit()
+    db.conn.close()
+    with Store(path) as store:
+        assert [(job.path, job.state) for job in store.jobs()] == [("/inbox/a.mkv", JobState.DONE)]
+        assert "outbox" in store.db.table_names()
+        assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 4

@@ -104,3 +104,35 @@ def test_a_config_without_state_dir_gets_advice(tmp_path):
     assert result.returncode == 0
     assert result.stdout.startswith("[Service]\nExecStart=\n")
     assert 'set state_dir = "/var/lib/autokr"' in result.stderr
+
+
+def test_media_servers_get_their_credentials_and_are_the_only_network_when_models_are_local(tmp_path):
+    library = tmp_path / "srv" / "anime"
+    library.mkdir(parents=True)
+    whisper, nllb = tmp_path / "whisper-base", tmp_path / "nllb"
+    whisper.mkdir()
+    nllb.mkdir()
+    settings = (
+        f'[daemon]\ninbox = ["{library}"]\nstate_dir = "/var/lib/autokr"\n'
+        '[jellyfin]\nurl = "http://127.0.0.1:8096"\napi_key_file = "credential:jellyfin"\n'
+        '[plex]\nurl = "http://localhost:32400"\ntoken_file = "credential:plex"\n'
+    )
+    config = tmp_path / "autokr.toml"
+    config.write_text(settings + f'[models]\nwhisper = "{whisper}"\ntranslator = "{nllb}"\n', encoding="utf-8")
+    result = autokr("--config", str(config), "systemd-unit")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "LoadCredential=jellyfin:/etc/credstore/jellyfin" in lines
+    assert "LoadCredential=plex:/etc/credstore/plex" in lines
+    assert "IPAddressDeny=any" in lines
+    (allowed,) = [line for line in lines if line.startswith("IPAddressAllow=")]
+    assert set(allowed.removeprefix("IPAddressAllow=").split()) <= {"localhost", "127.0.0.1", "::1"}
+    path = tmp_path / "autokr.service"
+    path.write_text(result.stdout, encoding="utf-8")
+    checked = verify(path)
+    assert checked.returncode == 0, checked.stderr
+
+    config.write_text(settings, encoding="utf-8")  # named models: downloaded on first use
+    lines = autokr("--config", str(config), "systemd-unit").stdout.splitlines()
+    assert "IPAddressDeny=any" not in lines and "LoadCredential=plex:/etc/credstore/plex" in lines
+    assert "# The network stays open: a named model is downloaded on first use, or a notification service" in lines

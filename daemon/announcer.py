@@ -1,0 +1,325 @@
+"""The outbox: what media servers and notification services are to be told, stored in SQLite
+before it is sent, and the thread that sends it.
+
+The main loop only adds rows (``Outbox.add``, one quick write); the ``Announcer`` thread, with
+its own database connection, sends them. So a server that is down or slow never delays a job or
+the watchdog, and what is not yet told survives a restart:
+
+- rows of one server and one folder that arrive within ``DEBOUNCE_SECONDS`` of each other go
+  out as one call (a season finishing together is one refresh per folder);
+- a call that fails is tried again after 30 s, 1, 2, 4 … minutes (at most an hour apart) for a
+  day, then given up with a log line;
+- a key the server refuses (401/403) is not tried again until the configuration is reloaded or
+  the daemon restarted (a new key), and ``autokr status`` says so;
+- each failure is logged when it first happens or changes, not at every retry.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from contract.errors import AutoKRError
+from daemon.config import Config, read_secret
+from daemon.errors import ConfigError, StateFull
+from daemon.media_servers import TIMEOUT_SECONDS, Change, Jellyfin, MediaServer, Plex, Rejected, ServerError
+from daemon.store import Store
+
+DEBOUNCE_SECONDS = 5.0
+FIRST_RETRY_SECONDS = 30.0
+LONGEST_RETRY_SECONDS = 3600.0
+GIVE_UP_SECONDS = 86400.0
+DIGEST_SECONDS = 86400.0
+NOTIFY = "notify"
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    target: str
+    """``jellyfin``, ``plex`` or ``notify``."""
+    topic: str
+    """What is sent together: the folder, for a media server; ``""`` for a notification."""
+    payload: dict[str, Any]
+    created_at: float
+    attempts: int
+    state: str
+    last_error: str | None
+    due_at: float
+
+
+class Outbox:
+    """The ``outbox`` table (schema migration 4) over a ``Store``'s connection."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def add(self, target: str, topic: str, payload: dict[str, Any], state: str = "pending") -> None:
+        now = self.store.clock()
+        with self.store.transaction() as connection:
+            connection.execute(
+                "INSERT INTO outbox (target, topic, payload, created_at, due_at, attempts, state) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (target, topic, json.dumps(payload), now, now, state),
+            )
+
+    def entries(self, where: str = "state = 'pending'", params: tuple[Any, ...] = ()) -> list[Entry]:
+        cursor = self.store.db.execute(
+            "SELECT id, target, topic, payload, created_at, attempts, state, last_error, due_at "
+            f"FROM outbox WHERE {where} ORDER BY id",
+            params,
+        )
+        return [Entry(row[0], row[1], row[2], json.loads(row[3]), *row[4:]) for row in cursor.fetchall()]
+
+    def due(self, now: float) -> list[list[Entry]]:
+        """Pending rows grouped by target and topic, each group due and quiet for
+        ``DEBOUNCE_SECONDS``."""
+        groups: dict[tuple[str, str], list[Entry]] = {}
+        for entry in self.entries():
+            groups.setdefault((entry.target, entry.topic), []).append(entry)
+        return [
+            group
+            for group in groups.values()
+            if max(entry.due_at for entry in group) <= now
+            and now - max(entry.created_at for entry in group) >= DEBOUNCE_SECONDS
+        ]
+
+    def finish(self, entries: Sequence[Entry], state: str, error: str | None = None) -> None:
+        """``sent``, ``rejected`` (the key was refused) or ``expired`` (given up after a day)."""
+        with self.store.transaction() as connection:
+            for entry in entries:
+                connection.execute(
+                    "UPDATE outbox SET state = ?, last_error = ?, finished_at = ?, attempts = attempts + 1 "
+                    "WHERE id = ?",
+                    (state, error, self.store.clock(), entry.id),
+                )
+
+    def retry_later(self, entries: Sequence[Entry], error: str) -> float:
+        """Counts a failed attempt; returns the seconds until the next one."""
+        attempts = max(entry.attempts for entry in entries) + 1
+        wait: float = min(LONGEST_RETRY_SECONDS, FIRST_RETRY_SECONDS * 2 ** (attempts - 1))
+        with self.store.transaction() as connection:
+            for entry in entries:
+                connection.execute(
+                    "UPDATE outbox SET attempts = ?, last_error = ?, due_at = ? WHERE id = ?",
+                    (attempts, error, self.store.clock() + wait, entry.id),
+                )
+        return wait
+
+    def retry_now(self) -> None:
+        """At a start or a reload: whatever waits is tried again now, a refused key included
+        (it may have been replaced)."""
+        with self.store.transaction() as connection:
+            connection.execute(
+                "UPDATE outbox SET state = 'pending', due_at = 0, finished_at = NULL "
+                "WHERE state IN ('pending', 'rejected')"
+            )
+
+
+def describe_pending(outbox: Outbox, now: float) -> str | None:
+    """``media: pending (jellyfin: connection refused, retry in 2 min)`` for ``autokr status``."""
+    pending = outbox.entries("state IN ('pending', 'rejected')")
+    if not pending:
+        return None
+    parts = []
+    for target in dict.fromkeys(entry.target for entry in pending):
+        mine = [entry for entry in pending if entry.target == target]
+        rejected = next((entry for entry in mine if entry.state == "rejected"), None)
+        if rejected is not None:
+            parts.append(f"{target}: {rejected.last_error}")
+            continue
+        failing = max(mine, key=lambda entry: entry.attempts)
+        if failing.last_error:
+            wait = max(0.0, min(entry.due_at for entry in mine) - now)
+            parts.append(f"{target}: {failing.last_error}, retry in {minutes(wait)}")
+        else:
+            parts.append(f"{target}: {len(mine)} waiting")
+    return "media: pending (" + "; ".join(parts) + ")"
+
+
+def minutes(seconds: float) -> str:
+    """``45 s``, ``3 min``: a wait or a duration for a person."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+class Notifications:
+    """Apprise, imported only when ``[notify] urls`` names a service (the daemon stays small)."""
+
+    name = NOTIFY
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        import logging
+
+        import apprise
+
+        logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its messages may carry the URLs' secrets
+        self._apprise = apprise.Apprise()
+        self.invalid = [number for number, url in enumerate(urls, 1) if not self._apprise.add(url)]
+        """Which of the URLs (1-based) Apprise does not understand; their secrets are not shown."""
+
+    def send(self, title: str, body: str) -> None:
+        # A failed send is a falsy result, not an exception.
+        if not self._apprise.notify(title=title, body=body):
+            raise ServerError("a notification service did not accept the message (see [notify] urls)")
+
+
+Senders = dict[str, MediaServer | Notifications]
+
+
+class Teller:
+    """What the main loop calls when a subtitle is written or removed, or a video is done or
+    failed: one quick row in the outbox per configured target, nothing sent here."""
+
+    def __init__(self, store: Store, targets: Sequence[str]) -> None:
+        self.outbox = Outbox(store)
+        self.targets = tuple(targets)
+
+    def subtitles(self, changes: Sequence[Change]) -> None:
+        for target in self.targets:
+            if target == NOTIFY:
+                continue
+            for change in changes:
+                payload = {"subtitle": change.subtitle, "change": change.kind}
+                self.outbox.add(target, str(Path(change.subtitle).parent), payload)
+
+    def message(self, topic: str, title: str, body: str) -> None:
+        if NOTIFY in self.targets:
+            self.outbox.add(NOTIFY, topic, {"title": title, "body": body})
+
+
+class Announcer(threading.Thread):
+    """Sends what the outbox holds, on its own thread and database connection."""
+
+    def __init__(
+        self, open_store: Callable[[], Store], senders: Senders, digest: bool = False, interval: float = 1.0
+    ) -> None:
+        super().__init__(name="announcer", daemon=True)
+        self.open_store = open_store
+        self.senders = senders
+        self.digest = digest and NOTIFY in senders
+        self.interval = interval
+        self.stopping = threading.Event()
+        self.wake = threading.Event()
+        self._logged: dict[str, str] = {}  # target → the error last logged
+
+    def stop(self, timeout: float = 2 * TIMEOUT_SECONDS) -> None:
+        self.stopping.set()
+        self.wake.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        with self.open_store() as store:
+            outbox = Outbox(store)
+            while not self.stopping.is_set():
+                try:
+                    self.send_due(outbox)
+                except StateFull as error:
+                    logger.warning("announcements wait: {}", error)
+                except Exception as error:  # noqa: BLE001 - a bug here must not end the announcements
+                    logger.error("announcements: unexpected {}: {}", type(error).__name__, error)
+                self.wake.wait(self.interval)
+                self.wake.clear()
+
+    def send_due(self, outbox: Outbox) -> None:
+        now = outbox.store.clock()
+        if self.digest:
+            queue_digest(outbox, now)
+        for group in outbox.due(now):
+            if self.stopping.is_set():
+                return
+            target = group[0].target
+            sender = self.senders.get(target)
+            if sender is None:  # no longer configured
+                outbox.finish(group, "expired", f"{target} is no longer configured")
+                continue
+            try:
+                _send(sender, group)
+            except ServerError as error:
+                self._failed(outbox, group, error, now)
+            else:
+                outbox.finish(group, "sent")
+                if self._logged.pop(target, None):
+                    logger.info("{}: reachable again, told about {}", target, group[0].topic or "a video")
+
+    def _failed(self, outbox: Outbox, group: list[Entry], error: AutoKRError, now: float) -> None:
+        """Rejected: kept until a reload. Otherwise tried again later, for a day. Logged when
+        the failure is new for this target, not at every retry."""
+        target, reason = group[0].target, str(error)
+        first_time = self._logged.get(target) != reason
+        self._logged[target] = reason
+        if isinstance(error, Rejected):
+            outbox.finish(group, "rejected", reason)
+            if first_time:
+                logger.error("{}: not tried again until the configuration is reloaded", reason)
+        elif now - min(entry.created_at for entry in group) >= GIVE_UP_SECONDS:
+            outbox.finish(group, "expired", reason)
+            logger.error("{}: gave up after a day of trying: {}", target, reason)
+        else:
+            wait = outbox.retry_later(group, reason)
+            if first_time:
+                logger.warning("{} (trying again in {}, for a day)", reason, minutes(wait))
+
+
+def queue_digest(outbox: Outbox, now: float) -> bool:
+    """Once a day: how many videos were done and failed in the last 24 hours (``[notify]
+    digest``). The last digest's row in the outbox says when it was."""
+    last = outbox.store.db.execute(
+        "SELECT MAX(created_at) FROM outbox WHERE target = ? AND topic = 'digest'", (NOTIFY,)
+    ).fetchone()[0]
+    if last is None:  # the first digest comes a day after it was turned on
+        outbox.add(NOTIFY, "digest", {}, state="sent")
+        return False
+    if now - last < DIGEST_SECONDS:
+        return False
+    counts = dict(
+        outbox.store.db.execute(
+            "SELECT state, COUNT(*) FROM jobs WHERE updated_at >= ? AND state IN ('done', 'failed') GROUP BY state",
+            (now - DIGEST_SECONDS,),
+        ).fetchall()
+    )
+    body = f"{counts.get('done', 0)} video(s) got subtitles and {counts.get('failed', 0)} failed in the last 24 hours"
+    outbox.add(NOTIFY, "digest", {"title": "AutoKR: the day's subtitles", "body": body})
+    return True
+
+
+def _send(sender: MediaServer | Notifications, group: list[Entry]) -> None:
+    if isinstance(sender, Notifications):
+        for entry in group:
+            sender.send(str(entry.payload["title"]), str(entry.payload["body"]))
+        return
+    changes = [Change(str(entry.payload["subtitle"]), str(entry.payload["change"])) for entry in group]
+    # The last word on each subtitle counts (written, then removed, within the debounce).
+    latest = list({change.subtitle: change for change in changes}.values())
+    sender.announce(group[0].topic, latest)
+
+
+def senders_for(config: Config) -> tuple[Senders, list[str]]:
+    """What ``config`` says to tell, and why any of it cannot be (an unreadable key file)."""
+    senders: Senders = {}
+    problems = []
+    jellyfin, plex = config.jellyfin, config.plex
+    try:
+        if jellyfin.url:
+            key = read_secret(jellyfin.api_key, jellyfin.api_key_file, "[jellyfin] api_key_file")
+            senders["jellyfin"] = Jellyfin(jellyfin.url, key, jellyfin.path_map)
+    except ConfigError as error:
+        problems.append(f"Jellyfin is not told: {'; '.join(error.problems)}")
+    try:
+        if plex.url:
+            token = read_secret(plex.token, plex.token_file, "[plex] token_file")
+            senders["plex"] = Plex(plex.url, token, plex.path_map)
+    except ConfigError as error:
+        problems.append(f"Plex is not told: {'; '.join(error.problems)}")
+    if config.notify.urls:
+        notifications = Notifications(config.notify.urls)
+        if notifications.invalid:
+            numbers = ", ".join(str(number) for number in notifications.invalid)
+            problems.append(f"[notify] urls number {numbers} are not URLs Apprise knows; see its wiki for the form")
+        senders[NOTIFY] = notifications
+    return senders, problems

@@ -1,0 +1,251 @@
+"""``autokr doctor``: one checklist of what AutoKR needs, each ✗ with its fix.
+
+A ✗ that stops videos from being processed (ffmpeg missing, an inbox unreadable, the state
+folder not writable, no model to be had) makes the command exit 1; the rest (a media server
+down, a low inotify limit) is reported with exit 0, unless ``--strict``. The device is asked of
+a worker process (``workers/device.py``): this command stays torch-free like the daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from contract.errors import AutoKRError
+from contract.media import find_ffmpeg, find_ffprobe
+from daemon.announcer import Notifications, senders_for
+from daemon.config import Config
+from daemon.media_servers import MediaServer, ServerError
+from daemon.store import MIN_STATE_FREE_BYTES
+from daemon.unit import install_for, render_unit
+
+INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
+UNIT_PATHS = (Path("/etc/systemd/system/autokr.service"), Path("/usr/lib/systemd/system/autokr.service"))
+HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+DEVICE_SECONDS = 180
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    blocking: bool = False
+    """Whether this ✗ stops videos from being processed (exit 1)."""
+
+
+def _version(tool: str) -> str:
+    try:
+        answer = subprocess.run([tool, "-version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as error:
+        return f"cannot run it ({error})"
+    first = (answer.stdout.splitlines() or [""])[0]
+    return first.split(" Copyright")[0].strip() or f"exit status {answer.returncode}"
+
+
+def check_tools(config: Config) -> Iterator[Check]:
+    for name, find in (("ffmpeg", find_ffmpeg), ("ffprobe", find_ffprobe)):
+        fix = "install ffmpeg (apt install ffmpeg), which ships both"
+        try:
+            tool = find()
+        except AutoKRError as error:
+            yield Check(name, False, str(error), fix, True)
+            continue
+        if not (shutil.which(tool) or os.access(tool, os.X_OK)):
+            yield Check(name, False, f"{tool} is not an executable file", f"{fix}, or fix $AUTOKR_{name.upper()}", True)
+        else:
+            yield Check(name, True, f"{_version(tool)} ({tool})")
+
+
+def check_folders(config: Config) -> Iterator[Check]:
+    for inbox in config.daemon.inbox:
+        if not inbox.is_dir():
+            yield Check(f"inbox {inbox}", False, "does not exist", "create it or fix [daemon] inbox", True)
+        elif not os.access(inbox, os.R_OK | os.X_OK):
+            yield Check(f"inbox {inbox}", False, "not readable by this user", f"let this user read {inbox}", True)
+        elif not os.access(inbox, os.W_OK):
+            fix = f"let this user write {inbox}: subtitles go beside the videos"
+            yield Check(f"inbox {inbox}", False, "not writable by this user", fix, True)
+        else:
+            yield Check(f"inbox {inbox}", True, "readable and writable")
+    state = config.daemon.state_dir
+    if not os.access(state if state.exists() else state.parent, os.W_OK):
+        yield Check("state folder", False, f"{state} is not writable", f"let this user write {state}", True)
+        return
+    free = shutil.disk_usage(state if state.exists() else state.parent).free
+    roomy = free >= 4 * MIN_STATE_FREE_BYTES
+    fix = "" if roomy else f"free space on the disk of {state}"
+    yield Check("state folder", roomy, f"{state}, {free / 1e9:.1f} GB free", fix, not roomy)
+
+
+def count_folders(inboxes: tuple[Path, ...], limit: int) -> int:
+    """Folders under the inboxes (each is one inotify watch), counting up to ``limit`` + 1."""
+    count = 0
+    for inbox in inboxes:
+        for _, folders, _ in os.walk(inbox):
+            count += 1
+            folders[:] = [folder for folder in folders if not folder.startswith(".")]
+            if count > limit:
+                return count
+    return count
+
+
+def check_inotify(config: Config) -> Iterator[Check]:
+    try:
+        limit = int(INOTIFY_LIMIT.read_text())
+    except (OSError, ValueError):
+        yield Check("inotify", True, "limit unknown here; the periodic scan finds every video anyway")
+        return
+    folders = count_folders(config.daemon.inbox, limit)
+    ok = folders * 2 <= limit  # other programs of this user watch folders too
+    fix = (
+        f"raise it: echo fs.inotify.max_user_watches={max(524288, folders * 4)} | "
+        "sudo tee /etc/sysctl.d/90-autokr.conf && sudo sysctl --system"
+    )
+    detail = f"{folders} folder(s) under the inboxes, fs.inotify.max_user_watches = {limit}"
+    yield Check("inotify", ok, detail, "" if ok else fix)
+
+
+def ask_device(config: Config) -> dict[str, Any]:
+    """What a worker process sees: the device, its free memory, the models ``auto`` picks."""
+    models = config.models
+    command = [
+        sys.executable, "-m", "workers.device", "--engine", models.engine, "--device", models.device,
+        "--whisper", models.whisper, "--translator", models.translator, "--compute-type", models.compute_type,
+    ]  # fmt: skip
+    answer = subprocess.run(command, capture_output=True, text=True, timeout=DEVICE_SECONDS)
+    if answer.returncode != 0:
+        raise AutoKRError((answer.stderr.strip().splitlines() or ["no output"])[-1])
+    found: dict[str, Any] = json.loads(answer.stdout.strip().splitlines()[-1])
+    return found
+
+
+def check_device(config: Config) -> tuple[Check, dict[str, Any]]:
+    try:
+        found = ask_device(config)
+    except (AutoKRError, OSError, subprocess.SubprocessError, ValueError) as error:
+        fix = "run ./setup.sh again (the worker packages may be broken)"
+        return Check("device", False, f"a worker could not report it: {error}", fix, True), {}
+    free = f", {found['free_bytes'] / 1e9:.1f} GB free" if found.get("free_bytes") else ""
+    detail = (
+        f"{found['device']}{free}: {Path(found['whisper']).name} → {Path(found['translator']).name} "
+        f"({found['compute_type']})"
+    )
+    hint = "" if found["device"] != "cpu" else " (no CUDA GPU seen: runs on the CPU, far slower)"
+    return Check("device", True, detail + hint), found
+
+
+def _reachable(url: str, seconds: float = 5.0) -> bool:
+    parts = urllib.parse.urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname or "", port), timeout=seconds):
+            return True
+    except OSError:
+        return False
+
+
+def _downloaded(model_dir: Path, name: str) -> bool:
+    tail = name.rsplit("/", 1)[-1]
+    return model_dir.is_dir() and any(tail in path.name for path in model_dir.glob("**/*") if path.is_dir())
+
+
+def check_models(
+    config: Config, chosen: dict[str, Any], reachable: Callable[[str], bool] = _reachable
+) -> Iterator[Check]:
+    online: bool | None = None
+    for kind in ("whisper", "translator"):
+        setting = getattr(config.models, kind)
+        name = str(chosen.get(kind) or setting)
+        path = Path(setting).expanduser()
+        if setting.startswith(("/", "./", "../", "~")) or path.suffix == ".pt":
+            ok = path.exists()
+            fix = "" if ok else f"fix [models] {kind}: the path does not exist"
+            yield Check(f"{kind} model", ok, f"{path}" + ("" if ok else " is missing"), fix, not ok)
+        elif _downloaded(config.model_dir, name):
+            yield Check(f"{kind} model", True, f"{name}, downloaded under {config.model_dir}")
+        else:
+            online = reachable(HUB) if online is None else online
+            fix = f"connect this machine to the internet once, or download {name} elsewhere and set [models] {kind}"
+            detail = (
+                f"{name}: downloaded on first use" if online else f"{name} is not downloaded and {HUB} is unreachable"
+            )
+            yield Check(f"{kind} model", online, detail, "" if online else fix, not online)
+
+
+def check_servers(config: Config) -> Iterator[Check]:
+    senders, problems = senders_for(config)
+    for problem in problems:
+        yield Check("media servers", False, problem, "fix the key file or its permissions")
+    probe = str(config.daemon.inbox[0] / "AutoKR doctor.mkv") if config.daemon.inbox else "/"
+    for name, sender in senders.items():
+        if isinstance(sender, Notifications):
+            ok = not sender.invalid
+            detail = f"{len(config.notify.urls)} URL(s)" + ("" if ok else f"; number {sender.invalid} not understood")
+            yield Check("notifications", ok, detail, "" if ok else "see Apprise's wiki for each service's URL form")
+            continue
+        yield _check_server(name, sender, probe)
+
+
+def _check_server(name: str, server: MediaServer, probe: str) -> Check:
+    try:
+        unmapped = server.check(probe)
+    except ServerError as error:
+        return Check(name, False, str(error), "check its url and key, and that it runs")
+    if unmapped:
+        return Check(name, False, unmapped[0], f"set [{name}] path_map so the inbox maps into one of its libraries")
+    return Check(name, True, "reachable, key accepted, the inbox is in one of its libraries")
+
+
+def check_unit(config: Config, state_dir_set: bool) -> Iterator[Check]:
+    installed = next((path for path in UNIT_PATHS if path.exists()), None)
+    if installed is None:
+        yield Check("systemd unit", False, "not installed", "see README, Running it as a service")
+        return
+    try:
+        answer = subprocess.run(["systemctl", "is-enabled", "autokr"], capture_output=True, text=True, timeout=20)
+        enabled = answer.stdout.strip() or "state unknown"
+    except (OSError, subprocess.SubprocessError):
+        enabled = "state unknown"
+    if installed.read_text(encoding="utf-8") != render_unit(install_for(config, state_dir_set)):
+        fix = f"autokr --config {config.path} systemd-unit | sudo tee {installed} && sudo systemctl daemon-reload"
+        yield Check("systemd unit", False, f"{installed} ({enabled}) differs from `autokr systemd-unit`", fix)
+    elif enabled != "enabled":
+        yield Check("systemd unit", False, f"{installed} is {enabled}", "sudo systemctl enable --now autokr")
+    else:
+        yield Check("systemd unit", True, f"{installed}, enabled, as `autokr systemd-unit` renders it")
+
+
+def run_checks(config: Config, state_dir_set: bool) -> list[Check]:
+    checks = [*check_tools(config), *check_folders(config), *check_inotify(config)]
+    device, chosen = check_device(config)
+    checks += [device, *check_models(config, chosen), *check_servers(config), *check_unit(config, state_dir_set)]
+    return checks
+
+
+def render(checks: list[Check]) -> str:
+    lines = []
+    for check in checks:
+        lines.append(f"{'✓' if check.ok else '✗'} {check.name}: {check.detail}")
+        if not check.ok and check.fix:
+            lines.append(f"    fix: {check.fix}")
+    return "\n".join(lines)
+
+
+def as_json(checks: list[Check]) -> str:
+    return json.dumps([asdict(check) for check in checks], ensure_ascii=False, indent=1)
+
+
+def exit_status(checks: list[Check], strict: bool) -> int:
+    failed = [check for check in checks if not check.ok]
+    return 1 if any(check.blocking for check in failed) or (strict and failed) else 0

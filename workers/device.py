@@ -1,0 +1,58 @@
+"""What the GPU side of this machine looks like, for ``autokr doctor``: the device ``auto``
+means, its free memory, and the models ``auto`` would choose there. A worker, so the daemon and
+the ``autokr`` command stay torch- and CTranslate2-free.
+
+    python -m workers.device --engine ctranslate2 --device auto --whisper auto --translator auto
+
+prints one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def describe(engine: str, device: str, whisper: str, translator: str, compute: str) -> dict[str, Any]:
+    if engine == "torch":
+        from workers.models import choose_translator, choose_whisper, free_gpu_memory, resolve_device
+
+        resolved = resolve_device(device)
+        free = free_gpu_memory(resolved)
+        return {
+            "device": resolved, "free_bytes": free, "whisper": choose_whisper(whisper, resolved),
+            "translator": choose_translator(translator, resolved), "compute_type": "float16" if free else "float32",
+        }  # fmt: skip
+    from workers import ct2
+    from workers.catalog import ct2_translator_choice, ct2_whisper_choice
+
+    kind, index = ct2.resolve_device(device)
+    free = ct2.free_gpu_memory(index) if kind == "cuda" else None
+    whisper_model, whisper_compute, batch = ct2_whisper_choice(whisper, compute, free, 0)
+    translator_model, translator_compute = ct2_translator_choice(translator, compute, free)
+    return {
+        "device": kind if kind == "cpu" else f"cuda:{index}", "free_bytes": free,
+        "whisper": whisper_model, "translator": translator_model,
+        "compute_type": f"{whisper_compute} / {translator_compute}", "batch_size": batch,
+    }  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--engine", default="ctranslate2")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--whisper", default="auto")
+    parser.add_argument("--translator", default="auto")
+    parser.add_argument("--compute-type", default="auto")
+    arguments = parser.parse_args(argv)
+    found = describe(
+        arguments.engine, arguments.device, arguments.whisper, arguments.translator, arguments.compute_type
+    )
+    print(json.dumps(found))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
