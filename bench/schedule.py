@@ -80,8 +80,8 @@ def main() -> int:
         work = Path(scratch)
         translator = arguments.translator
         if translator is None:
-            build = "import sys, pathlib, fixtures.tiny_models as m; m.build_tiny_nllb(pathlib.Path(sys.argv[1]))"
-            subprocess.run([sys.executable, "-c", build, str(work / "nllb")], check=True, cwd=REPOSITORY / "tests",
+            build = "import sys, pathlib, testkit.tiny_models as m; m.build_tiny_nllb(pathlib.Path(sys.argv[1]))"
+            subprocess.run([sys.executable, "-c", build, str(work / "nllb")], check=True, cwd=REPOSITORY,
                            capture_output=True)  # fmt: skip
             translator = str(work / "nllb")
         # Both runs share one model folder, converted before either starts: a person's first

@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         # Built in a child process: this one must stay small, since a child's peak RSS starts
         # from its parent's at fork.
         built = Path(tempfile.mkdtemp(prefix="autokr-stages-nllb-")) / "nllb"
-        build = "import sys, pathlib, fixtures.tiny_models as m; m.build_tiny_nllb(pathlib.Path(sys.argv[1]))"
-        subprocess.run([python, "-c", build, str(built)], check=True, cwd=REPOSITORY / "tests", capture_output=True)
+        build = "import sys, pathlib, testkit.tiny_models as m; m.build_tiny_nllb(pathlib.Path(sys.argv[1]))"
+        subprocess.run([python, "-c", build, str(built)], check=True, cwd=REPOSITORY, capture_output=True)
         arguments.translator = str(built)
         print(f"translator: the tests' tiny NLLB ({arguments.translator}); pass --translator for a real one")
     for video in arguments.videos:

@@ -21,6 +21,7 @@ from daemon import stages
 from daemon.config import Config
 from daemon.jobs import JobId, job_id_from_item
 from daemon.runner import WorkerProcess, describe_exit
+from daemon.slots import Slot
 
 
 @dataclass(frozen=True)
@@ -60,8 +61,12 @@ class BatchRunner:
         wake: threading.Event | None = None,
         on_log: Callable[[str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        slot: Slot | None = None,
     ) -> None:
+        """``slot``: where it runs (its device and ``CUDA_VISIBLE_DEVICES``); None: as
+        ``[models] device`` says (``autokr once``)."""
         self.stage = stage
+        self.slot = slot
         self.items = items
         self.memory_level = memory_level
         self.timeout = config.daemon.stage_timeout_seconds
@@ -71,9 +76,10 @@ class BatchRunner:
         self.progress: dict[JobId, float] = {}
         self._pending: list[WorkerEvent] = []  # read, not yet recorded (a full state folder)
         self._stop_reason: str | None = None  # set when the worker was stopped; "" on purpose
-        command = stages.worker_command(config, stage, manifest)
+        command = stages.worker_command(config, stage, manifest, slot.device if slot else None)
         command += ["--memory-level", str(memory_level)] if memory_level else []
-        self.worker = WorkerProcess(stage, command, stages.worker_environment(config), wake=wake, on_log=on_log)
+        environment = {**stages.worker_environment(config), **(slot.environment if slot else {})}
+        self.worker = WorkerProcess(stage, command, environment, wake=wake, on_log=on_log)
         self.last_activity = monotonic()
 
     @property

@@ -70,8 +70,8 @@ def _one_line(text: str | None) -> str:
 
 
 def _models_summary(facts: JobFacts) -> str:
-    """``large-v3 ctranslate2 batched ×16 → nllb-200-1.3B ctranslate2 ×16``: what produced a
-    finished job's subtitles."""
+    """``large-v3 ctranslate2 float16 batched ×16 on cuda:0 → nllb-200-1.3B ctranslate2 float16 ×16
+    on cuda:1``: what produced a finished job's subtitles, and where."""
     parts = []
     for stage in (spec.name for spec in PIPELINE if spec.device == "gpu"):  # the stages that run a model
         record = facts.stages.get(stage)
@@ -80,6 +80,8 @@ def _models_summary(facts: JobFacts) -> str:
         how = [fact for fact in (record.engine, record.decoding) if fact]
         if record.batch_size:
             how.append(f"×{record.batch_size}")
+        if record.device:
+            how.append(f"on {record.device}")
         parts.append(" ".join([Path(record.model).name, *how]))
     return " → ".join(parts)
 

@@ -154,6 +154,20 @@ class NotifySettings:
     """Also one message a day: how many videos were done and failed in the last 24 hours."""
 
 
+BACKENDS = ("local",)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    backend: str = field(default="local", metadata={"type": "str"})
+    """local: every stage worker runs on this machine."""
+    devices: tuple[str, ...] = field(default=("auto",), metadata={"type": "devices"})
+    """Where stage workers run, one at a time on each: ``"auto"`` (every GPU a worker process
+    sees, else the CPU; a ``[models] device`` other than auto is taken as the one device), or a
+    list such as ``["cuda:0", "cuda:1"]``. Listing ``"cpu"`` twice makes two CPU worker slots.
+    Overrides ``[models] device``."""
+
+
 @dataclass(frozen=True)
 class Config:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
@@ -162,6 +176,7 @@ class Config:
     jellyfin: JellyfinSettings = field(default_factory=JellyfinSettings)
     plex: PlexSettings = field(default_factory=PlexSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     path: Path | None = None
 
     @property
@@ -179,7 +194,7 @@ class Config:
 
 SECTIONS: dict[str, type] = {
     "daemon": DaemonSettings, "models": ModelSettings, "languages": LanguageSettings,
-    "jellyfin": JellyfinSettings, "plex": PlexSettings, "notify": NotifySettings,
+    "jellyfin": JellyfinSettings, "plex": PlexSettings, "notify": NotifySettings, "cluster": ClusterSettings,
 }  # fmt: skip
 CREDENTIAL_PREFIX = "credential:"
 URL_PATTERN = re.compile(r"^https?://[^/\s]+(/\S*)?$")
@@ -213,6 +228,10 @@ def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str)
         return as_path(value)
     if kind == "paths" and isinstance(value, str):
         return (as_path(value),)
+    if kind == "devices" and value == "auto":
+        return ("auto",)
+    if kind == "devices" and isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
     if kind == "pairs" and isinstance(value, list) and all(_is_pair(v) for v in value):
         return tuple((str(ours).rstrip("/") or "/", str(theirs).rstrip("/") or "/") for ours, theirs in value)
     if kind in ("paths", "strings") and isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -221,6 +240,7 @@ def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str)
         "bool": "true or false", "int": "a whole number", "number": "a number", "str": "a string",
         "path": "a path string", "paths": "a list of path strings", "strings": "a list of strings",
         "pairs": 'a list of ["AutoKR\'s path", "the server\'s path"] pairs',
+        "devices": '"auto" or a list of devices such as ["cuda:0", "cuda:1"] or ["cpu", "cpu"]',
     }[kind]  # fmt: skip
     problems.append(f"{where} must be {expected}, not {value!r}")
     return None
@@ -297,12 +317,25 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
     for name in ("whisper", "translator"):
         if not getattr(models, name).strip():
             problems.append(f"[models] {name} must not be empty")
+    _validate_cluster(config.cluster, problems)
     for section, key in (("jellyfin", "api_key"), ("plex", "token")):
         _validate_server(getattr(config, section), section, key, problems)
     for name in ("source", "target"):
         if getattr(languages, name) not in NLLB_CODES:
             known = ", ".join(sorted(NLLB_CODES))
             problems.append(f"[languages] {name} {getattr(languages, name)!r} is not supported (known: {known})")
+
+
+def _validate_cluster(cluster: ClusterSettings, problems: list[str]) -> None:
+    if cluster.backend not in BACKENDS:
+        problems.append(f"[cluster] backend must be local, not {cluster.backend!r}")
+    if cluster.devices != ("auto",):
+        wrong = [device for device in cluster.devices if device == "auto" or not DEVICE_PATTERN.match(device)]
+        if wrong:
+            problems.append(f'[cluster] devices must be "auto" or a list of cpu, cuda:N; {wrong[0]!r} is neither')
+        gpus = [device for device in cluster.devices if device.startswith("cuda")]
+        if len(set(gpus)) != len(gpus):
+            problems.append("[cluster] devices lists a GPU twice: one GPU never holds two models")
 
 
 def _validate_server(settings: Any, section: str, key: str, problems: list[str]) -> None:

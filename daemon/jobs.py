@@ -56,6 +56,8 @@ class StageRecord:
     engine: str | None = None
     decoding: str | None = None
     batch_size: int | None = None
+    device: str | None = None
+    """The slot that ran it: ``cuda:1``, ``cpu``."""
 
     def to_json(self) -> dict[str, Any]:
         return {name.name: getattr(self, name.name) for name in fields(self) if getattr(self, name.name) is not None}

@@ -64,7 +64,8 @@ class Outcomes:
             failed(self.config, self.store, self.teller, job, f"worker reported success but {missing[0]} is missing")
             return
         faults.crash_daemon_if_armed("before-commit", stage)
-        record = StageRecord(result.model, result.engine, result.decoding, result.batch_size)
+        device = self.batch.slot.name if self.batch.slot else None
+        record = StageRecord(result.model, result.engine, result.decoding, result.batch_size, device)
         subtitles: dict[str, Signature] | None = None
         if last:
             # Still AutoKR's own (untouched since): kept, so a later run may replace them.

@@ -69,8 +69,10 @@ def batch_item(
     return BatchItem(job_id, source, subtitle_path(video, languages.target), extra)
 
 
-def stage_options(config: Config, stage: str) -> list[str]:
+def stage_options(config: Config, stage: str, device: str | None = None) -> list[str]:
+    """``device``: the worker's device (its slot's); default ``[models] device``."""
     models, languages = config.models, config.languages
+    device = device or models.device
     engine = [
         "--engine", models.engine, "--compute-type", models.compute_type,
         "--converted-dir", str(config.model_dir / "ctranslate2"),
@@ -86,14 +88,14 @@ def stage_options(config: Config, stage: str) -> list[str]:
             if on
         ]
         return [
-            "--model", models.whisper, "--language", languages.source, "--device", models.device,
+            "--model", models.whisper, "--language", languages.source, "--device", device,
             "--model-dir", str(config.model_dir / "whisper"), "--decoding", models.decoding,
             "--batch-size", str(models.transcribe_batch_size), *engine, *switches,
         ]  # fmt: skip
     if stage == "translate":
         return [
             "--model", models.translator, "--source", languages.source, "--target", languages.target,
-            "--device", models.device, "--batch-size", str(models.translate_batch_size),
+            "--device", device, "--batch-size", str(models.translate_batch_size),
             "--model-dir", str(config.model_dir / "huggingface"), *engine,
         ]  # fmt: skip
     return []
@@ -119,8 +121,9 @@ def write_manifest(path: Path, items: list[BatchItem]) -> None:
     write_json_atomically(path, entries)
 
 
-def worker_command(config: Config, stage: str, manifest: Path) -> list[str]:
-    return [sys.executable, "-m", STAGE[stage].worker, "--jobs", str(manifest), *stage_options(config, stage)]
+def worker_command(config: Config, stage: str, manifest: Path, device: str | None = None) -> list[str]:
+    options = stage_options(config, stage, device)
+    return [sys.executable, "-m", STAGE[stage].worker, "--jobs", str(manifest), *options]
 
 
 def remove_temporary_files(outputs: list[Path]) -> int:

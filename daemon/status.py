@@ -21,22 +21,24 @@ class Running:
     name: str
     percent: float
     others: int
+    where: str = ""
+    """The slot, when there is more than one: ``cuda:1``."""
+
+    def __str__(self) -> str:
+        others = f" (+{self.others})" if self.others else ""
+        where = f" on {self.where}" if self.where else ""
+        return f'{self.verb} "{self.name}" {self.percent:.0f}%{others}{where}'
 
 
-def status_line(counts: dict[JobState, int], running: Running | None, problems: list[str], paused: bool) -> str:
-    """``transcribing "Show - 01.mkv" 43% (+3) · 2 queued · 10 done``, after any problem."""
-    tail = [
-        f"{counts[state]} {state}" for state in (JobState.QUEUED, JobState.DONE, JobState.FAILED) if counts.get(state)
-    ]
-    if running is None:
-        head = "idle"
-    else:
-        head = f'{running.verb} "{running.name}" {running.percent:.0f}%' + (
-            f" (+{running.others})" if running.others else ""
-        )
+def status_line(counts: dict[JobState, int], running: list[Running], problems: list[str], paused: bool) -> str:
+    """``transcribing "Show - 01.mkv" 43% (+3) · 2 queued · 10 done``, after any problem; one
+    part per running worker (``… on cuda:0 · extracting "Film.mkv" 10% on cpu · …``)."""
+    states = (JobState.QUEUED, JobState.DONE, JobState.FAILED)
+    tail = [f"{counts[state]} {state}" for state in states if counts.get(state)]
+    heads = [str(worker) for worker in running] or ["idle"]
     if paused:
-        head = "paused" if running is None else f"{head}, paused"
-    return " · ".join([*problems, head, *tail])
+        heads = ["paused"] if not running else [*heads[:-1], f"{heads[-1]}, paused"]
+    return " · ".join([*problems, *heads, *tail])
 
 
 class StatusReporter:

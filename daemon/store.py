@@ -23,7 +23,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -275,10 +275,10 @@ class Store:
         """Queued jobs whose backoff is over, oldest first."""
         return self._rows("state = ? AND not_before <= ?", (JobState.QUEUED.value, self.clock()))
 
-    def next_batch(self, limit: int) -> list[Job]:
-        """Up to ``limit`` jobs for the next worker, as ``daemon.scheduler`` decides (read only;
-        ``claim`` takes them)."""
-        return scheduler.next_batch(self.ready(), STAGES, limit)
+    def next_batch(self, limit: int, stages: Collection[str] = STAGES) -> list[Job]:
+        """Up to ``limit`` jobs for the next worker, at one of ``stages`` (what its slot runs),
+        as ``daemon.scheduler`` decides (read only; ``claim`` takes them)."""
+        return scheduler.next_batch([job for job in self.ready() if job.stage in stages], STAGES, limit)
 
     def claim(self, jobs: list[Job]) -> list[Job]:
         """Marks ``jobs`` running, counting a run of their stage; returns those still waiting

@@ -36,6 +36,7 @@ from daemon.intake import Intake
 from daemon.jobs import Job, JobId
 from daemon.notify import Notifier
 from daemon.outcomes import Outcomes, failed
+from daemon.slots import Slot, resolve_devices, slots_for
 from daemon.status import Running, StatusReporter, status_line
 from daemon.store import Store, state_space_problem
 
@@ -85,10 +86,8 @@ class Supervisor:
         self.announcement_problems: list[str] = []  # shown in STATUS= (a key file that cannot be read)
         self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
         self.status = StatusReporter(self.notifier, monotonic)
-        self.batch: BatchRunner | None = None
-        self.outcomes: Outcomes | None = None
-        self.jobs: dict[JobId, Job] = {}  # the running batch's jobs, as claimed
-        self.deleted_checked_at = 0.0
+        self.slots: list[Slot] = []  # where workers may run, from [cluster] devices (at start)
+        self.busy: dict[str, Busy] = {}  # slot name → the batch running there
         self.config_problem = ""  # shown in STATUS= until a reload succeeds
         self.state_full = ""  # why the daemon is paused ("state folder is full ..."), or ""
         self.state_checked_at = 0.0
@@ -107,6 +106,10 @@ class Supervisor:
                 self._sweep_temporary_files(job)
         except StateFull as error:
             self._pause(str(error))
+        self.slots = slots_for(resolve_devices(self.config))
+        logger.info(
+            "worker slots: {}", ", ".join(f"{slot.name} ({'/'.join(sorted(slot.stages))})" for slot in self.slots)
+        )
         self._start_announcer()
         self.intake.start()
         if not self.state_full:
@@ -139,13 +142,15 @@ class Supervisor:
 
     def _work(self) -> None:
         self.intake.turn()
-        if self.batch is not None:
-            self._pump()
-        if self.batch is None and not self.flags.stop:
+        for busy in list(self.busy.values()):
+            self._pump(busy)
+        free = [slot for slot in self.slots if slot.name not in self.busy]
+        if free and not self.flags.stop:
             problem = state_space_problem(self.config.daemon.state_dir)
             if problem:
                 raise StateFull(problem)
-            self._start_next_batch()
+            for slot in free:
+                self._start_next_batch(slot)
 
     def _guarded(self, step: Callable[[], None]) -> None:
         """Runs ``step``; a full state folder pauses the daemon instead of stopping it."""
@@ -177,9 +182,9 @@ class Supervisor:
 
     def shutdown(self) -> None:
         self.notifier.send(STOPPING=1, STATUS="stopping")
-        if self.batch is not None:
+        for busy in list(self.busy.values()):
             try:
-                self._stop_batch()
+                self._stop_batch(busy)
             except StateFull as error:  # the jobs stay "running": the next start resumes them
                 logger.warning("{}: interrupted jobs are resumed at the next start", error)
         self.intake.stop()
@@ -199,6 +204,8 @@ class Supervisor:
             return
         self.intake.reload(new)
         self.config = new
+        # A worker running in a slot that is no longer listed finishes its batch first.
+        self.slots = slots_for(resolve_devices(new))
         self._start_announcer()
         self.config_problem = ""
         logger.info("configuration reloaded from {}", new.path)
@@ -225,12 +232,12 @@ class Supervisor:
 
     # --- the running batch ---------------------------------------------------------------
 
-    def _start_next_batch(self) -> None:
-        waiting = self.store.next_batch(self.config.models.videos_per_worker)
+    def _start_next_batch(self, slot: Slot) -> None:
+        waiting = self.store.next_batch(self.config.models.videos_per_worker, slot.stages)
         if not waiting:
             return
         stage = waiting[0].stage
-        manifest = self.config.work_dir / "manifests" / f"{stage}.json"
+        manifest = self.config.work_dir / "manifests" / f"{stage}-{slot.name.replace(':', '').replace(' ', '-')}.json"
         # The manifest is written before the jobs are claimed, so a full state folder leaves
         # them waiting untouched (nothing to undo) and the daemon pauses.
         try:
@@ -251,11 +258,17 @@ class Supervisor:
             items = self._write_manifest(manifest, stage, jobs)
         level = max(job.facts.memory_levels.get(stage, 0) for job in jobs)
         faults.crash_daemon_if_armed("before-worker", stage)
-        batch = BatchRunner(self.config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic)
-        self.batch, self.jobs = batch, {job.id: job for job in jobs}
-        self.outcomes = Outcomes(self.config, self.store, self.teller, batch, self.jobs, self.monotonic)
+        batch = BatchRunner(
+            self.config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic, slot=slot
+        )
+        claimed = {job.id: job for job in jobs}
+        outcomes = Outcomes(self.config, self.store, self.teller, batch, claimed, self.monotonic)
+        self.busy[slot.name] = Busy(slot, batch, outcomes, claimed)
         names = ", ".join(Path(job.path).name for job in jobs)
-        logger.info("{} {} video(s) in worker pid {}: {}", STAGE[stage].verb, len(jobs), batch.worker.pid, names)
+        where = f" on {slot.name}" if len(self.slots) > 1 else ""
+        logger.info(
+            "{} {} video(s) in worker pid {}{}: {}", STAGE[stage].verb, len(jobs), batch.worker.pid, where, names
+        )
 
     def _write_manifest(self, manifest: Path, stage: str, jobs: list[Job]) -> dict[JobId, stages.BatchItem]:
         items = {
@@ -268,37 +281,36 @@ class Supervisor:
         stages.write_manifest(manifest, list(items.values()))
         return items
 
-    def _pump(self) -> None:
-        """Records the running worker's events; a worker whose videos were all deleted is
+    def _pump(self, busy: Busy) -> None:
+        """Records a running worker's events; a worker whose videos were all deleted is
         stopped first."""
-        assert self.batch is not None
         now = self.monotonic()
-        if now - self.deleted_checked_at >= DELETED_CHECK_SECONDS:
-            self.deleted_checked_at = now
-            waiting = [self.jobs[job_id] for job_id in self.batch.waiting]
+        if now - busy.deleted_checked_at >= DELETED_CHECK_SECONDS:
+            busy.deleted_checked_at = now
+            waiting = [busy.jobs[job_id] for job_id in busy.batch.waiting]
             if waiting and not any(os.path.exists(job.path) for job in waiting):
-                logger.info("the video(s) of the running {} worker were deleted: stopping it", self.batch.stage)
-                self.batch.stop()
-        self._collect()
+                logger.info("the video(s) of the running {} worker were deleted: stopping it", busy.batch.stage)
+                busy.batch.stop()
+        self._collect(busy)
 
-    def _stop_batch(self) -> None:
-        """Stops the running worker on purpose: its unfinished videos wait at their stage (or
+    def _stop_batch(self, busy: Busy) -> None:
+        """Stops a running worker on purpose: its unfinished videos wait at their stage (or
         are dropped, when gone)."""
-        assert self.batch is not None
-        self.batch.stop()
-        self._collect()
+        busy.batch.stop()
+        self._collect(busy)
 
-    def _collect(self) -> None:
+    def _collect(self, busy: Busy) -> None:
         """Hands the batch's events to ``Outcomes``; forgets the batch once it is over."""
-        assert self.batch is not None and self.outcomes is not None
-        if self.batch.pump(self.outcomes) is not None:
-            self.batch, self.outcomes, self.jobs = None, None, {}
+        if busy.batch.pump(busy.outcomes) is not None:
+            del self.busy[busy.slot.name]
 
     def _stop_worker_of(self, job: Job) -> None:
         """Intake is about to start ``job`` over (its video changed): a worker at it stops first."""
-        if self.batch is not None and job.id in self.batch.waiting:
-            logger.warning("{} changed while its {} worker ran: stopping it, starting over", job.path, self.batch.stage)
-            self._stop_batch()
+        for busy in list(self.busy.values()):
+            if job.id in busy.batch.waiting:
+                stage = busy.batch.stage
+                logger.warning("{} changed while its {} worker ran: stopping it, starting over", job.path, stage)
+                self._stop_batch(busy)
 
     def _sweep_temporary_files(self, job: Job) -> None:
         item = stages.batch_item(self.config, job.stage, job.id, Path(job.path), job.force)
@@ -308,16 +320,29 @@ class Supervisor:
     # --- status --------------------------------------------------------------------------
 
     def _status(self) -> str:
-        running = None
-        if self.batch is not None:
-            first = next(iter(self.jobs))
-            running = Running(
-                STAGE[self.batch.stage].verb,
-                Path(self.jobs[first].path).name,
-                self.batch.progress.get(first, 0.0),
-                len(self.jobs) - 1,
+        running = []
+        for busy in self.busy.values():
+            first = next(iter(busy.jobs))
+            running.append(
+                Running(
+                    STAGE[busy.batch.stage].verb,
+                    Path(busy.jobs[first].path).name,
+                    busy.batch.progress.get(first, 0.0),
+                    len(busy.jobs) - 1,
+                    busy.slot.name if len(self.slots) > 1 else "",
+                )  # fmt: skip
             )
-        problems = [
-            problem for problem in (self.state_full, self.config_problem, *self.announcement_problems) if problem
-        ]
+        problems = [self.state_full, self.config_problem, *self.announcement_problems]
+        problems = [problem for problem in problems if problem]
         return status_line(self.store.counts(), running, problems, paused=bool(self.state_full))
+
+
+@dataclass
+class Busy:
+    """A slot's running batch: its worker, who records its events, the jobs it claimed."""
+
+    slot: Slot
+    batch: BatchRunner
+    outcomes: Outcomes
+    jobs: dict[JobId, Job]
+    deleted_checked_at: float = 0.0

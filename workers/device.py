@@ -46,7 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whisper", default="auto")
     parser.add_argument("--translator", default="auto")
     parser.add_argument("--compute-type", default="auto")
+    parser.add_argument("--count", action="store_true", help="only how many CUDA devices there are")
     arguments = parser.parse_args(argv)
+    if arguments.count:
+        import ctranslate2
+
+        print(json.dumps({"gpus": ctranslate2.get_cuda_device_count()}))
+        return 0
     found = describe(
         arguments.engine, arguments.device, arguments.whisper, arguments.translator, arguments.compute_type
     )

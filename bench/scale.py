@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""Wall time for a few videos with one worker slot against two, on this machine.
+
+usage: bench/scale.py VIDEO [--copies 4] [--whisper MODEL] [--translator MODEL]
+
+Each run starts a fresh daemon on an empty inbox with ``[cluster] devices`` of one ``"cpu"`` and
+then two, copies VIDEO in ``--copies`` times (two videos a worker, so two cohorts) and polls
+``autokr status`` until every copy is done. Defaults: the real Whisper ``base`` as a CTranslate2
+folder (``.cache/whisper-base-ct2``, which the tests build) and the tests' tiny NLLB. On a CPU
+each CTranslate2 worker already uses every core it may, so two CPU slots share the cores rather
+than add any: the figure says what overlapping a video's extraction with another's decoding
+gains there. On GPUs each slot is its own card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPOSITORY))  # testkit/
+
+from testkit.daemon import Daemon, status, write_config  # noqa: E402
+
+
+def one_run(root: Path, video: Path, copies: int, whisper: str, translator: str, devices: list[str]) -> float:
+    inbox = root / "inbox"
+    inbox.mkdir(parents=True)
+    config = write_config(
+        root / "autokr.toml", inbox, root / "state", Path(whisper), Path(translator), vad=True,
+        filter_hallucinations=True, videos_per_worker=2, model_dir=str(root.parent / "models"),
+        sections={"cluster": {"devices": devices}},
+    )  # fmt: skip
+    daemon = Daemon(config, root / "daemon.log").start()
+    try:
+        started = time.monotonic()
+        for number in range(copies):
+            shutil.copyfile(video, inbox / f"Episode {number + 1:02}{video.suffix}")
+        while len([job for job in status(config) if job["state"] in ("done", "failed")]) < copies:
+            if time.monotonic() - started > 3600:
+                raise SystemExit("not every copy was done within an hour")
+            time.sleep(0.25)
+        return time.monotonic() - started
+    finally:
+        daemon.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("video", type=Path)
+    parser.add_argument("--copies", type=int, default=4)
+    parser.add_argument("--whisper", default=str(REPOSITORY / ".cache" / "whisper-base-ct2"))
+    parser.add_argument("--translator", help="NLLB name or folder (default: the tests' tiny NLLB, built here)")
+    arguments = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="autokr-scale-") as scratch:
+        work = Path(scratch)
+        translator = arguments.translator
+        if translator is None:
+            from testkit.tiny_models import build_tiny_nllb
+
+            translator = str(build_tiny_nllb(work / "tiny-nllb"))
+        # A first run converts the models to CTranslate2 once; it is not counted.
+        one_run(work / "warm-up", arguments.video, 1, arguments.whisper, translator, ["cpu"])
+        results = {}
+        for name, devices in (("1 CPU slot", ["cpu"]), ("2 CPU slots", ["cpu", "cpu"])):
+            results[name] = one_run(work / name.replace(" ", "-"), arguments.video, arguments.copies,
+                                    arguments.whisper, translator, devices)  # fmt: skip
+            print(f"{name}: {arguments.copies} videos in {results[name]:.1f} s", flush=True)
+    ratio = results["2 CPU slots"] / results["1 CPU slot"]
+    print(f"2 slots / 1 slot wall time: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
