@@ -160,8 +160,8 @@ class Notifications:
 
         logging.getLogger("apprise").setLevel(logging.CRITICAL)  # its messages may carry the URLs' secrets
         self._apprise = apprise.Apprise()
+        # Which of the URLs (1-based) Apprise does not understand: numbers, so no secret is shown.
         self.invalid = [number for number, url in enumerate(urls, 1) if not self._apprise.add(url)]
-        """Which of the URLs (1-based) Apprise does not understand; their secrets are not shown."""
 
     def send(self, title: str, body: str) -> None:
         # A failed send is a falsy result, not an exception.
@@ -303,19 +303,18 @@ def senders_for(config: Config) -> tuple[Senders, list[str]]:
     """What ``config`` says to tell, and why any of it cannot be (an unreadable key file)."""
     senders: Senders = {}
     problems = []
-    jellyfin, plex = config.jellyfin, config.plex
-    try:
-        if jellyfin.url:
-            key = read_secret(jellyfin.api_key, jellyfin.api_key_file, "[jellyfin] api_key_file")
-            senders["jellyfin"] = Jellyfin(jellyfin.url, key, jellyfin.path_map)
-    except ConfigError as error:
-        problems.append(f"Jellyfin is not told: {'; '.join(error.problems)}")
-    try:
-        if plex.url:
-            token = read_secret(plex.token, plex.token_file, "[plex] token_file")
-            senders["plex"] = Plex(plex.url, token, plex.path_map)
-    except ConfigError as error:
-        problems.append(f"Plex is not told: {'; '.join(error.problems)}")
+    servers = (
+        ("jellyfin", Jellyfin, config.jellyfin.url, config.jellyfin.api_key, config.jellyfin.api_key_file,
+         "api_key_file", config.jellyfin.path_map),
+        ("plex", Plex, config.plex.url, config.plex.token, config.plex.token_file, "token_file", config.plex.path_map),
+    )  # fmt: skip
+    for name, kind, url, key, key_file, file_setting, path_map in servers:
+        if not url:
+            continue
+        try:
+            senders[name] = kind(url, read_secret(key, key_file, f"[{name}] {file_setting}"), path_map)
+        except ConfigError as error:
+            problems.append(f"{name.capitalize()} is not told: {'; '.join(error.problems)}")
     if config.notify.urls:
         notifications = Notifications(config.notify.urls)
         if notifications.invalid:

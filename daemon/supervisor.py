@@ -203,9 +203,10 @@ class Supervisor:
             self.status.send(self._status(), READY=1)
             return
         self.intake.reload(new)
-        self.config = new
-        # A worker running in a slot that is no longer listed finishes its batch first.
-        self.slots = slots_for(resolve_devices(new))
+        old, self.config = self.config, new
+        if (new.cluster.devices, new.models.device) != (old.cluster.devices, old.models.device):
+            # A worker running in a slot that is no longer listed finishes its batch first.
+            self.slots = slots_for(resolve_devices(new))
         self._start_announcer()
         self.config_problem = ""
         logger.info("configuration reloaded from {}", new.path)

@@ -235,3 +235,23 @@ def test_keys_come_from_a_file_or_a_systemd_credential_and_errors_never_show_the
     monkeypatch.delenv("CREDENTIALS_DIRECTORY")
     with pytest.raises(ConfigError, match="not started by systemd with it .LoadCredential=plex"):
         read_secret("", "credential:plex", "[plex] token_file")
+
+
+def test_a_key_file_that_cannot_be_read_leaves_that_server_out_and_says_why(tmp_path):
+    from daemon.announcer import senders_for
+
+    (tmp_path / "plex.token").write_text("plex-token\n")
+    config = tmp_path / "autokr.toml"
+    config.write_text(
+        '[jellyfin]\nurl = "http://127.0.0.1:8096"\napi_key_file = "/nonexistent/jellyfin.key"\n'
+        f'[plex]\nurl = "http://127.0.0.1:32400"\ntoken_file = "{tmp_path / "plex.token"}"\n',
+        encoding="utf-8",
+    )
+    from daemon.config import load_config
+
+    senders, problems = senders_for(load_config(config, need_inbox=False, need_state_dir=False))
+    assert list(senders) == ["plex"]
+    assert problems == [
+        "Jellyfin is not told: [jellyfin] api_key_file: "
+        "cannot read /nonexistent/jellyfin.key (No such file or directory)"
+    ]
