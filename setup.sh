@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
 # Sets AutoKR up in ./.venv on a new machine: ffmpeg/ffprobe (from apt when missing),
-# PyTorch, then AutoKR itself. `./setup.sh --dev` adds the test and lint tools.
+# PyTorch, then AutoKR itself. `./setup.sh --dev` adds the test and lint tools (and Ray, which
+# the tests of the Ray backend need); `./setup.sh --ray` adds Ray alone, for [cluster] backend
+# = "ray" (~260 MB, on the daemon's host and on every node).
 # AUTOKR_TORCH picks the PyTorch build, e.g. AUTOKR_TORCH="torch==2.13.0" (the default).
 set -euo pipefail
 cd "$(dirname "$0")"
+wanted=()
+for flag in "$@"; do
+  case "$flag" in
+    --dev) wanted+=(dev ray) ;;
+    --ray) wanted+=(ray) ;;
+    *) echo "setup.sh: unknown option $flag (known: --dev, --ray)" >&2; exit 2 ;;
+  esac
+done
 extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+if [ ${#wanted[@]} -gt 0 ]; then
+  extras="[$(printf '%s\n' "${wanted[@]}" | sort -u | paste -sd, -)]"
+fi
 
 if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -38,6 +38,7 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_OUT_OF_MEMORY = 3  # CUDA ran out of memory: retry with a smaller batch or model
 EXIT_ORPHANED = 4  # the daemon that started the worker is gone
+EXIT_CLUSTER_UNREACHABLE = 5  # the Ray backend's bridge could not reach the cluster: not the video's fault
 
 # The environment variable that carries the daemon's PID, so a worker whose daemon died
 # (kill -9) exits instead of working on as an orphan. See workers.common.die_with_parent.
@@ -71,6 +72,8 @@ class StageDone:
     engine: str | None = None
     decoding: str | None = None
     batch_size: int | None = None
+    node: str | None = None
+    """Where it ran, when not on this machine: the Ray node (added by ``workers/cluster.py``)."""
 
     @classmethod
     def from_event(cls, event: WorkerEvent) -> StageDone:
@@ -84,6 +87,7 @@ class StageDone:
             engine=facts.get("engine") or None,
             decoding=facts.get("decoding") or None,
             batch_size=int(batch_size) if batch_size else None,
+            node=facts.get("node") or None,
         )
 
 
@@ -112,7 +116,7 @@ def _check_facts(kind: str, facts: dict[str, Any]) -> None:
         written = facts.get("written", [])
         if not isinstance(written, list) or not all(isinstance(path, str) for path in written):
             raise MalformedEvent("a done event's written must be a list of paths")
-        for name in ("note", "skipped", "model", "decoding", "engine"):
+        for name in ("note", "skipped", "model", "decoding", "engine", "node"):
             if facts.get(name) is not None and not isinstance(facts[name], str):
                 raise MalformedEvent(f"a done event's {name} must be text")
         batch_size = facts.get("batch_size")

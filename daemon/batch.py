@@ -76,7 +76,8 @@ class BatchRunner:
         self.progress: dict[JobId, float] = {}
         self._pending: list[WorkerEvent] = []  # read, not yet recorded (a full state folder)
         self._stop_reason: str | None = None  # set when the worker was stopped; "" on purpose
-        command = stages.worker_command(config, stage, manifest, slot.device if slot else None)
+        device, remote = (slot.device or None, slot.remote) if slot else (None, False)
+        command = stages.worker_command(config, stage, manifest, device, remote)
         command += ["--memory-level", str(memory_level)] if memory_level else []
         environment = {**stages.worker_environment(config), **(slot.environment if slot else {})}
         self.worker = WorkerProcess(stage, command, environment, wake=wake, on_log=on_log)

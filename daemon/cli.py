@@ -19,6 +19,7 @@ from contract.pipeline import PIPELINE
 from contract.protocol import dumps_json, printable
 from daemon import __version__
 from daemon.announcer import Outbox, describe_pending
+from daemon.cluster import last_problem
 from daemon.config import Config, default_config_path, is_set, load_config
 from daemon.errors import ConfigError, JobNotFound, WorkerFailed
 from daemon.jobs import Job, JobFacts, JobState
@@ -123,6 +124,9 @@ def command_status(arguments: argparse.Namespace) -> int:
         print(_format_table(jobs))
     if media:
         print(media)
+    cluster = last_problem(state_dir)
+    if cluster:
+        print(cluster)
     return 0
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -154,13 +155,20 @@ class NotifySettings:
     """Also one message a day: how many videos were done and failed in the last 24 hours."""
 
 
-BACKENDS = ("local",)
+BACKENDS = ("local", "ray")
+RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[^\s:/]+:\d+)$")
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
     backend: str = field(default="local", metadata={"type": "str"})
-    """local: every stage worker runs on this machine."""
+    """local: every stage worker runs on this machine. ray: transcription and translation run as
+    Ray tasks on the cluster's GPUs (``workers/cluster.py``); extraction and subtitles stay here,
+    beside the videos."""
+    address: str = field(default="auto", metadata={"type": "str"})
+    """The Ray cluster (backend ray): ``ray://head:10001`` (Ray Client, what a systemd unit
+    needs), ``head:6379`` when this machine is itself a node of it, or ``auto`` for the node
+    running here."""
     devices: tuple[str, ...] = field(default=("auto",), metadata={"type": "devices"})
     """Where stage workers run, one at a time on each: ``"auto"`` (every GPU a worker process
     sees, else the CPU; a ``[models] device`` other than auto is taken as the one device), or a
@@ -328,7 +336,14 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
 
 def _validate_cluster(cluster: ClusterSettings, problems: list[str]) -> None:
     if cluster.backend not in BACKENDS:
-        problems.append(f"[cluster] backend must be local, not {cluster.backend!r}")
+        problems.append(f"[cluster] backend must be local or ray, not {cluster.backend!r}")
+    if cluster.backend == "ray":
+        if importlib.util.find_spec("ray") is None:  # found, not imported: the daemon never imports Ray
+            problems.append("[cluster] backend is ray but Ray is not installed: pip install 'autokr[ray]'")
+        if not RAY_ADDRESS.match(cluster.address):
+            problems.append(f'[cluster] address must be "auto", ray://host:port or host:port, not {cluster.address!r}')
+        if cluster.devices != ("auto",):
+            problems.append('[cluster] devices is for the local backend; with ray, leave it "auto" (all its GPUs)')
     if cluster.devices != ("auto",):
         wrong = [device for device in cluster.devices if device == "auto" or not DEVICE_PATTERN.match(device)]
         if wrong:

@@ -23,6 +23,7 @@ from typing import Any
 from contract.errors import AutoKRError
 from contract.media import find_ffmpeg, find_ffprobe
 from daemon.announcer import Notifications, senders_for
+from daemon.cluster import ask_cluster
 from daemon.config import Config
 from daemon.media_servers import MediaServer, ServerError
 from daemon.store import MIN_STATE_FREE_BYTES
@@ -226,8 +227,22 @@ def check_unit(config: Config, state_dir_set: bool) -> Iterator[Check]:
         yield Check("systemd unit", True, f"{installed}, enabled, as `autokr systemd-unit` renders it")
 
 
+def check_cluster(config: Config) -> Iterator[Check]:
+    """The Ray backend: the cluster answers, and has a GPU (asked through the bridge)."""
+    if config.cluster.backend != "ray":
+        return
+    name = f"Ray cluster {config.cluster.address}"
+    answer = ask_cluster(config)
+    if answer.get("problem"):
+        yield Check(name, False, answer["problem"], "start it (ray start --head …) or fix [cluster] address", True)
+    elif not answer.get("gpus"):
+        yield Check(name, False, f"{answer['nodes']} node(s), no GPU", "start a node with ray start --num-gpus=N", True)
+    else:
+        yield Check(name, True, f"{answer['nodes']} node(s), {answer['gpus']} GPU(s), AutoKR {answer['version']}")
+
+
 def run_checks(config: Config, state_dir_set: bool) -> list[Check]:
-    checks = [*check_tools(config), *check_folders(config), *check_inotify(config)]
+    checks = [*check_tools(config), *check_folders(config), *check_inotify(config), *check_cluster(config)]
     device, chosen = check_device(config)
     checks += [device, *check_models(config, chosen), *check_servers(config), *check_unit(config, state_dir_set)]
     return checks

@@ -14,7 +14,7 @@ from loguru import logger
 from contract import faults
 from contract.files import file_signature, remove_own_file
 from contract.pipeline import LAST_STAGE
-from contract.protocol import EXIT_OUT_OF_MEMORY, StageDone
+from contract.protocol import EXIT_CLUSTER_UNREACHABLE, EXIT_OUT_OF_MEMORY, StageDone
 from daemon import stages
 from daemon.announcer import Teller, minutes
 from daemon.batch import BatchRunner, Ending
@@ -64,7 +64,7 @@ class Outcomes:
             failed(self.config, self.store, self.teller, job, f"worker reported success but {missing[0]} is missing")
             return
         faults.crash_daemon_if_armed("before-commit", stage)
-        device = self.batch.slot.name if self.batch.slot else None
+        device = result.node or (self.batch.slot.name if self.batch.slot else None)
         record = StageRecord(result.model, result.engine, result.decoding, result.batch_size, device)
         subtitles: dict[str, Signature] | None = None
         if last:
@@ -107,8 +107,8 @@ class Outcomes:
         if ending.on_purpose and not os.path.exists(job.path):
             self.store.drop(job.id, f"the video was deleted or moved during {self.batch.stage}")
             logger.info("dropped {}: the video is gone", job.path)
-        elif ending.on_purpose:
-            self.store.release(job)
+        elif ending.on_purpose or ending.returncode == EXIT_CLUSTER_UNREACHABLE:
+            self.store.release(job)  # waits at its stage, no attempt counted
         elif ending.returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(job):
             pass
         else:

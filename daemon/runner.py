@@ -22,6 +22,7 @@ from typing import IO
 from loguru import logger
 
 from contract.protocol import (
+    EXIT_CLUSTER_UNREACHABLE,
     EXIT_OUT_OF_MEMORY,
     MAX_LINE_BYTES,
     PARENT_PID_ENV,
@@ -68,6 +69,8 @@ def describe_exit(returncode: int) -> str:
         return "worker was killed (exit 137: SIGKILL, often the out-of-memory killer)"
     if returncode == EXIT_OUT_OF_MEMORY:
         return "worker ran out of GPU memory"
+    if returncode == EXIT_CLUSTER_UNREACHABLE:
+        return "the Ray cluster could not be reached"
     return f"worker exited with status {returncode}"
 
 

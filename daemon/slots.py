@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from contract.pipeline import PIPELINE
+from daemon.cluster import count_cluster_gpus
 from daemon.config import Config
 
 COUNT_SECONDS = 120
@@ -37,6 +38,8 @@ class Slot:
     stages: frozenset[str]
     environment: dict[str, str] = field(default_factory=dict)
     """``CUDA_VISIBLE_DEVICES``: the card this slot's workers see ("" on the CPU: none)."""
+    remote: bool = False
+    """Its batches run as Ray tasks on the cluster (``workers/cluster.py``), not here."""
 
 
 def slots_for(devices: Sequence[str], visible: str | None = None) -> list[Slot]:
@@ -57,6 +60,25 @@ def slots_for(devices: Sequence[str], visible: str | None = None) -> list[Slot]:
     if not any(slot.device == "cpu" for slot in slots):
         slots.append(Slot("cpu", "cpu", CPU_STAGES, {"CUDA_VISIBLE_DEVICES": ""}))
     return slots
+
+
+def ray_slots(gpus: int) -> list[Slot]:
+    """The Ray backend: one slot for each GPU in the cluster (at least one: a cluster that is
+    down or has no GPU yet pauses Ray work instead), each batch a Ray task that Ray places on
+    a node with a free card; the stages without a model run here, beside the videos."""
+    count = max(1, gpus)
+    names = ["ray"] if count == 1 else [f"ray {number}" for number in range(1, count + 1)]
+    remote = [Slot(name, "", GPU_STAGES, remote=True) for name in names]
+    return [*remote, Slot("cpu", "cpu", CPU_STAGES, {"CUDA_VISIBLE_DEVICES": ""})]
+
+
+def plan_slots(config: Config) -> tuple[list[Slot], str]:
+    """The slots for ``config``, and why the Ray cluster could not be counted ("" when it was,
+    or for the local backend)."""
+    if config.cluster.backend != "ray":
+        return slots_for(resolve_devices(config)), ""
+    gpus, problem = count_cluster_gpus(config)
+    return ray_slots(gpus), problem
 
 
 def resolve_devices(config: Config) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from contract.files import NAME_MAX, temporary_prefix, write_json_atomically
 from contract.pipeline import STAGE
+from daemon.cluster import bridge_command
 from daemon.config import Config
 from daemon.jobs import JobId, Signature, item_id
 
@@ -121,8 +122,14 @@ def write_manifest(path: Path, items: list[BatchItem]) -> None:
     write_json_atomically(path, entries)
 
 
-def worker_command(config: Config, stage: str, manifest: Path, device: str | None = None) -> list[str]:
+def worker_command(
+    config: Config, stage: str, manifest: Path, device: str | None = None, remote: bool = False
+) -> list[str]:
+    """``remote``: the batch runs on the Ray cluster, through the bridge (``workers/cluster.py``),
+    which passes the options after ``--`` on to the same stage worker on a node."""
     options = stage_options(config, stage, device)
+    if remote:
+        return [*bridge_command(config), "--stage", stage, "--jobs", str(manifest), "--", *options]
     return [sys.executable, "-m", STAGE[stage].worker, "--jobs", str(manifest), *options]
 
 

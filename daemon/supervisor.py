@@ -27,16 +27,18 @@ from loguru import logger
 from contract import faults
 from contract.files import describe_os_error
 from contract.pipeline import STAGE
+from contract.protocol import EXIT_CLUSTER_UNREACHABLE
 from daemon import stages
 from daemon.announcer import Announcer, Teller, senders_for
 from daemon.batch import BatchRunner
+from daemon.cluster import ClusterWatch, bridge_reason
 from daemon.config import Config, load_config
 from daemon.errors import ConfigError, StateFull
 from daemon.intake import Intake
 from daemon.jobs import Job, JobId
 from daemon.notify import Notifier
 from daemon.outcomes import Outcomes, failed
-from daemon.slots import Slot, resolve_devices, slots_for
+from daemon.slots import Slot, plan_slots
 from daemon.status import Running, StatusReporter, status_line
 from daemon.store import Store, state_space_problem
 
@@ -86,7 +88,8 @@ class Supervisor:
         self.announcement_problems: list[str] = []  # shown in STATUS= (a key file that cannot be read)
         self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
         self.status = StatusReporter(self.notifier, monotonic)
-        self.slots: list[Slot] = []  # where workers may run, from [cluster] devices (at start)
+        self.slots: list[Slot] = []  # where workers may run, from [cluster] (at start)
+        self.cluster = ClusterWatch(config, monotonic)  # the Ray backend: reachable, or paused
         self.busy: dict[str, Busy] = {}  # slot name → the batch running there
         self.config_problem = ""  # shown in STATUS= until a reload succeeds
         self.state_full = ""  # why the daemon is paused ("state folder is full ..."), or ""
@@ -106,10 +109,7 @@ class Supervisor:
                 self._sweep_temporary_files(job)
         except StateFull as error:
             self._pause(str(error))
-        self.slots = slots_for(resolve_devices(self.config))
-        logger.info(
-            "worker slots: {}", ", ".join(f"{slot.name} ({'/'.join(sorted(slot.stages))})" for slot in self.slots)
-        )
+        self._plan_slots()
         self._start_announcer()
         self.intake.start()
         if not self.state_full:
@@ -145,6 +145,8 @@ class Supervisor:
         for busy in list(self.busy.values()):
             self._pump(busy)
         free = [slot for slot in self.slots if slot.name not in self.busy]
+        if not self.cluster.may_start():  # the Ray cluster did not answer a moment ago
+            free = [slot for slot in free if not slot.remote]
         if free and not self.flags.stop:
             problem = state_space_problem(self.config.daemon.state_dir)
             if problem:
@@ -204,13 +206,26 @@ class Supervisor:
             return
         self.intake.reload(new)
         old, self.config = self.config, new
-        if (new.cluster.devices, new.models.device) != (old.cluster.devices, old.models.device):
+        if (new.cluster, new.models.device) != (old.cluster, old.models.device):
             # A worker running in a slot that is no longer listed finishes its batch first.
-            self.slots = slots_for(resolve_devices(new))
+            self.cluster = ClusterWatch(new, self.monotonic)
+            self._plan_slots()
         self._start_announcer()
         self.config_problem = ""
         logger.info("configuration reloaded from {}", new.path)
         self.status.send(self._status(), READY=1)
+
+    def _plan_slots(self) -> None:
+        """Where workers may run: the devices of ``[cluster]``, or the Ray cluster's GPUs
+        (counted now; a cluster that does not answer pauses Ray work)."""
+        self.slots, problem = plan_slots(self.config)
+        if problem:
+            self.cluster.unreachable(problem)
+        else:
+            self.cluster.reachable()
+            self.cluster.forget()
+        described = ", ".join(f"{slot.name} ({'/'.join(sorted(slot.stages))})" for slot in self.slots)
+        logger.info("worker slots: {}", described)
 
     def _start_announcer(self) -> None:
         """(Re)starts the thread that tells media servers and notification services, from the
@@ -302,8 +317,16 @@ class Supervisor:
 
     def _collect(self, busy: Busy) -> None:
         """Hands the batch's events to ``Outcomes``; forgets the batch once it is over."""
-        if busy.batch.pump(busy.outcomes) is not None:
-            del self.busy[busy.slot.name]
+        returncode = busy.batch.pump(busy.outcomes)
+        if returncode is None:
+            return
+        del self.busy[busy.slot.name]
+        if not busy.slot.remote:
+            return
+        if returncode == EXIT_CLUSTER_UNREACHABLE:
+            self.cluster.unreachable(bridge_reason(busy.batch.worker.stderr_tail()) or "no answer")
+        elif self.cluster.problem and (returncode == 0 or busy.batch.reported) and not self.flags.stop:
+            self._plan_slots()  # it answered again: it may have more GPUs now, or fewer
 
     def _stop_worker_of(self, job: Job) -> None:
         """Intake is about to start ``job`` over (its video changed): a worker at it stops first."""
@@ -333,7 +356,7 @@ class Supervisor:
                     busy.slot.name if len(self.slots) > 1 else "",
                 )  # fmt: skip
             )
-        problems = [self.state_full, self.config_problem, *self.announcement_problems]
+        problems = [self.state_full, self.config_problem, self.cluster.problem, *self.announcement_problems]
         problems = [problem for problem in problems if problem]
         return status_line(self.store.counts(), running, problems, paused=bool(self.state_full))
 

@@ -51,6 +51,9 @@ class Install:
     allow_only: tuple[str, ...] | None = None
     """The addresses the service may reach, when that can be known: every model a local path and
     no notification service; None: the network stays open (downloads, Apprise)."""
+    ray_address: str = ""
+    """``[cluster] address`` with the Ray backend (the network then stays open: a Ray driver
+    talks to the head and to every node)."""
 
     @property
     def under_home(self) -> bool:
@@ -98,6 +101,7 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
         credentials=credentials_named(config),
         servers=servers,
         allow_only=_addresses(servers) if _offline(config) else None,
+        ray_address=config.cluster.address if config.cluster.backend == "ray" else "",
     )
 
 
@@ -111,9 +115,10 @@ def _host(url: str) -> str | None:
 
 
 def _offline(config: Config) -> bool:
-    """No model to download (both are paths that exist) and no notification service."""
+    """No model to download (both are paths that exist), no notification service, no Ray cluster."""
     models = (config.models.whisper, config.models.translator)
-    return not config.notify.urls and all(Path(model).expanduser().exists() for model in models)
+    local = config.cluster.backend == "local" and not config.notify.urls
+    return local and all(Path(model).expanduser().exists() for model in models)
 
 
 def _addresses(hosts: tuple[str, ...]) -> tuple[str, ...] | None:
@@ -136,6 +141,12 @@ def network_lines(install: Install) -> list[str]:
             f"# The key of credential:{name}: put it in /etc/credstore/{name} (root, mode 0600); the service reads",
             "# its copy in $CREDENTIALS_DIRECTORY, no one else can.",
             f"LoadCredential={name}:/etc/credstore/{name}",
+        ]
+    if install.ray_address and not install.ray_address.startswith("ray://"):
+        lines += [
+            f"# The Ray backend attaches to the node on this machine ({install.ray_address}): its files are in",
+            '# /tmp/ray, which PrivateTmp=yes hides from the service. Use address = "ray://HEAD:10001" (Ray',
+            "# Client, over TCP) for AutoKR under systemd.",
         ]
     if install.allow_only is None:
         if install.servers:

@@ -41,3 +41,14 @@ def test_the_daemon_and_the_contract_import_no_model_library():
     for package in ("daemon", "contract"):
         for module, names in imported_packages(package).items():
             assert not names & heavy, (module, names & heavy)
+
+
+def test_only_the_ray_bridge_and_its_task_import_ray():
+    """The local backend never imports Ray: not the daemon, not the contract, not a stage worker."""
+    importers = sorted(
+        module
+        for package in ("daemon", "contract", "workers")
+        for module, names in imported_packages(package).items()
+        if "ray" in names
+    )
+    assert importers == ["workers/cluster.py", "workers/remote.py"]

@@ -136,3 +136,18 @@ def test_media_servers_get_their_credentials_and_are_the_only_network_when_model
     lines = autokr("--config", str(config), "systemd-unit").stdout.splitlines()
     assert "IPAddressDeny=any" not in lines and "LoadCredential=plex:/etc/credstore/plex" in lines
     assert "# The network stays open: a named model is downloaded on first use, or a notification service" in lines
+
+
+def test_the_ray_backend_keeps_the_network_open_and_warns_of_a_driver_that_needs_tmp_ray(tmp_path):
+    library = tmp_path / "srv" / "anime"
+    library.mkdir(parents=True)
+    whisper, nllb = tmp_path / "whisper-base", tmp_path / "nllb"
+    whisper.mkdir()
+    nllb.mkdir()
+    config = tmp_path / "autokr.toml"
+    settings = f'[daemon]\ninbox = ["{library}"]\n[models]\nwhisper = "{whisper}"\ntranslator = "{nllb}"\n'
+    for address, warned in (("auto", True), ("head.lan:6379", True), ("ray://head.lan:10001", False)):
+        config.write_text(settings + f'[cluster]\nbackend = "ray"\naddress = "{address}"\n', encoding="utf-8")
+        lines = autokr("--config", str(config), "systemd-unit").stdout.splitlines()
+        assert "IPAddressDeny=any" not in lines  # the local models alone would have closed it
+        assert any("PrivateTmp=yes hides from the service" in line for line in lines) == warned, address

@@ -1,0 +1,105 @@
+"""The Ray backend as the daemon sees it, without importing Ray: how many GPUs the cluster has
+(asked of ``python -m workers.cluster --count``), and whether it can be reached.
+
+A bridge that cannot reach the cluster exits with ``EXIT_CLUSTER_UNREACHABLE``; its videos
+wait at their stage (no attempt counted) and Ray work pauses: no new Ray batch for
+``RETRY_SECONDS``, the reason in ``STATUS=`` and in ``autokr status`` (through a small file in
+the state folder, written by the daemon and read by the command). The next batch that reaches
+the cluster clears it. Extraction and subtitles carry on meanwhile: they run here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from contract.files import write_json_atomically
+from daemon.config import Config
+
+RETRY_SECONDS = 30.0
+COUNT_SECONDS = 120
+STATUS_FILE = "cluster.json"
+
+
+def bridge_command(config: Config) -> list[str]:
+    return [sys.executable, "-m", "workers.cluster", "--address", config.cluster.address]
+
+
+def ask_cluster(config: Config) -> dict[str, Any]:
+    """``{"gpus", "nodes", "version"}`` from the bridge (``--count``), or ``{"problem": why not}``."""
+    command = [*bridge_command(config), "--count"]
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=COUNT_SECONDS)
+        if answer.returncode == 0:
+            found: dict[str, Any] = json.loads(answer.stdout.strip().splitlines()[-1])
+            return found
+        return {"problem": bridge_reason(answer.stderr) or f"the Ray bridge exited with status {answer.returncode}"}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
+        return {"problem": f"could not ask the Ray cluster ({error})"}
+
+
+def count_cluster_gpus(config: Config) -> tuple[int, str]:
+    """The GPUs in the cluster, or (0, why not)."""
+    found = ask_cluster(config)
+    return int(found.get("gpus", 0)), str(found.get("problem", ""))
+
+
+def bridge_reason(stderr: str) -> str:
+    """The reason in a bridge's last log line: ``cannot reach the Ray cluster at X: REASON``."""
+    lines = stderr.strip().splitlines()
+    return lines[-1].rpartition(": ")[2] if lines else ""
+
+
+class ClusterWatch:
+    """Whether Ray work may start now; what ``STATUS=`` says while it may not."""
+
+    def __init__(self, config: Config, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.address = config.cluster.address
+        self.file = config.daemon.state_dir / STATUS_FILE
+        self.monotonic = monotonic
+        self.problem = ""
+        self.retry_at = 0.0
+
+    def may_start(self) -> bool:
+        return self.monotonic() >= self.retry_at
+
+    def unreachable(self, reason: str) -> None:
+        if not self.problem:
+            logger.error("the Ray cluster at {} cannot be used ({}): Ray work pauses", self.address, reason)
+        self.retry_at = self.monotonic() + RETRY_SECONDS
+        self.problem = (
+            f"Ray cluster at {self.address}: {reason}; transcription and translation wait, "
+            f"trying again every {RETRY_SECONDS:.0f} s"
+        )
+        with contextlib.suppress(OSError):
+            write_json_atomically(self.file, {"problem": self.problem, "since": time.time()})
+
+    def reachable(self) -> None:
+        if not self.problem:
+            return
+        logger.info("the Ray cluster at {} answers again: Ray work carries on", self.address)
+        self.problem = ""
+        self.retry_at = 0.0
+        self.forget()
+
+    def forget(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.unlink()
+
+
+def last_problem(state_dir: Path) -> str:
+    """What the daemon last said of an unreachable cluster (for ``autokr status``), or ""."""
+    try:
+        found = json.loads((state_dir / STATUS_FILE).read_text(encoding="utf-8"))
+        since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(found["since"])))
+        return f"cluster: {found['problem']} (last seen {since})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
