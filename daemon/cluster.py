@@ -25,7 +25,7 @@ from contract.files import write_json_atomically
 from daemon.config import Config
 
 RETRY_SECONDS = 30.0
-COUNT_SECONDS = 120
+COUNT_SECONDS = 90  # the bridge gives up connecting after 60 s; under the 120 s watchdog
 STATUS_FILE = "cluster.json"
 
 

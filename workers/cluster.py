@@ -30,6 +30,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,14 @@ from contract.files import describe_os_error, write_atomically
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE, MalformedEvent, decode_event, encode_event
 from workers.common import Item, die_with_parent, emit, items_from_arguments, log
 
-CONNECT_SECONDS = 60.0  # ray.init retries for minutes against a dead address: bounded here
+CONNECT_SECONDS = 75.0  # ray.init retries for minutes against a dead address: bounded here
+# Ray Client's server on the head sometimes loses the process it starts for a new client (a gRPC
+# poller race in its fork, ray-project/ray#63202: "Initialization failure from server" after
+# 30 s); a second try then usually gets through.
+CLIENT_FLAKE = "Initialization failure from server"
 PROBE_SECONDS = 5.0
 POLL_SECONDS = 0.5
+WAITING_BEAT_SECONDS = 5.0  # while the task waits for a GPU: a sign of life for the hang guard
 
 
 class ClusterUnreachable(Exception):
@@ -84,7 +90,13 @@ def connect(address: str) -> None:
     watchdog.daemon = True
     watchdog.start()
     try:
-        ray.init(address=address, namespace="autokr", logging_level=logging.ERROR, log_to_driver=False)
+        try:
+            ray.init(address=address, namespace="autokr", logging_level=logging.ERROR, log_to_driver=False)
+        except ConnectionError as error:
+            if CLIENT_FLAKE not in str(error):
+                raise
+            log(f"Ray Client at {address} failed to start a session ({CLIENT_FLAKE}): trying once more")
+            ray.init(address=address, namespace="autokr", logging_level=logging.ERROR, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as error:
         raise ClusterUnreachable(" ".join(str(error).split())[:300] or type(error).__name__) from None
     finally:
@@ -104,13 +116,16 @@ def count() -> dict[str, Any]:
 class Batch:
     """One batch as a Ray task: its inputs sent, its messages turned into protocol events."""
 
-    def __init__(self, stage: str, options: list[str], items: list[Item]) -> None:
+    def __init__(self, address: str, stage: str, options: list[str], items: list[Item]) -> None:
+        self.address = address
         self.stage = stage
         self.options = options
         self.items = {item.id: item for item in items}
         self.reported: set[str] = set()
         self.where = "a Ray node"
         self.node = "a Ray node"
+        self.started = False  # the task has said hello: it has a GPU and runs
+        self.waiting_said = False
 
     def run(self) -> int:
         import ray
@@ -124,11 +139,15 @@ class Batch:
         box = EventBox.options(scheduling_strategy=_beside_the_driver()).remote()  # type: ignore[attr-defined]
         task = run_batch.remote(self.stage, self.options, entries, inputs, box)
         finished: list[Any] = []
+        beat = time.monotonic()
         try:
             while not finished:
                 finished, _ = ray.wait([task], timeout=POLL_SECONDS)
                 for message in ray.get(box.take.remote(), timeout=60):
                     self._handle(message)
+                if not self.started and not finished and time.monotonic() - beat >= WAITING_BEAT_SECONDS:
+                    beat = time.monotonic()
+                    self._still_waiting()
             result = ray.get(task)
         except RayTaskError as error:
             self._fail_the_rest(f"the {self.stage} task failed on {self.where}: {_first_line(error)}")
@@ -142,6 +161,9 @@ class Batch:
         except VersionMismatch as error:
             self._fail_the_rest(str(error))
             return 0
+        except NoGpu as error:
+            log(f"cannot use the Ray cluster at {self.address}: {error}")
+            return EXIT_CLUSTER_UNREACHABLE
         finally:
             if not finished:
                 with contextlib.suppress(Exception):
@@ -165,9 +187,30 @@ class Batch:
             entries.append({"id": item.id, "input": str(item.input), "output": str(item.output), **item.extra})
         return entries, inputs
 
+    def _still_waiting(self) -> None:
+        """The task waits for a free GPU (other batches, another user of the cluster, a node
+        that died): a progress event of 0 for each video tells the daemon's hang guard that
+        this is waiting, not hanging. A cluster left with no GPU at all pauses Ray work instead.
+
+        Raises:
+            NoGpu: no node with a GPU is left.
+        """
+        import ray
+
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus < 1:
+            raise NoGpu("it has no GPU any more (ray start --num-gpus=N on a node)")
+        if not self.waiting_said:
+            self.waiting_said = True
+            log(f"waiting for a free GPU in the Ray cluster ({gpus} in all, none free)")
+        for item in self.items:
+            if item not in self.reported:
+                emit("progress", item, percent=0)
+
     def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "hello":
+            self.started = True
             facts = message[1]
             self.node = f"{facts['ip']} ({str(facts['node'])[:8]})"
             self.where = f"the Ray node at {self.node}"
@@ -218,17 +261,22 @@ class Batch:
 
 def _beside_the_driver() -> Any:
     """The event box lives on the driver's node (the head, through Ray Client), so that a GPU
-    node dying takes only its task with it; "DEFAULT" when that node cannot be named."""
+    node dying takes only its task with it; "DEFAULT" when that node cannot be named. Not a
+    soft affinity: Ray placed a soft one on a GPU node all the same (seen with Ray 2.60)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     try:
-        return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=True)
+        return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     except Exception:  # Ray Client may not name the node: any node will do
         return "DEFAULT"
 
 
 class VersionMismatch(Exception):
+    pass
+
+
+class NoGpu(Exception):
     pass
 
 
@@ -269,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CLUSTER_UNREACHABLE
     items = items_from_arguments(parser, argparse.Namespace(jobs=arguments.jobs, input=None, output=None))
     options = arguments.options[1:] if arguments.options[:1] == ["--"] else arguments.options
-    return Batch(arguments.stage, options, items).run()
+    return Batch(arguments.address, arguments.stage, options, items).run()
 
 
 if __name__ == "__main__":

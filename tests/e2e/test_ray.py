@@ -27,6 +27,7 @@ from testkit.daemon import (
     stopping,
     wait_finished,
     wait_for,
+    write_config,
 )
 from testkit.ray_cluster import ENVIRONMENT
 
@@ -161,20 +162,57 @@ def test_an_unreachable_cluster_pauses_ray_work_and_it_resumes_when_the_cluster_
 
 
 def test_a_daemon_killed_with_a_task_in_flight_resumes_it_once(clip, tiny_whisper, tiny_nllb, tmp_path):
+    """Through Ray Client (``ray://``), as a daemon under systemd reaches its cluster. Its start
+    counts the cluster's GPUs, which Ray Client's flaky first session (see workers/cluster.py)
+    may make take twice its 30 s."""
     from testkit.ray_cluster import local_cluster
 
     inbox = tmp_path / "inbox"
     drop(clip, inbox, "Clip.mkv")
     with local_cluster(gpu_nodes=1) as cluster:
-        daemon: Daemon = start_daemon(
-            tmp_path, inbox, tiny_whisper, tiny_nllb, env=ENVIRONMENT, sections=_ray_section(cluster.address)
-        )
+        address = f"ray://127.0.0.1:{cluster.client_port}"
+        config = write_config(
+            tmp_path / "autokr.toml", inbox, tmp_path / "state", tiny_whisper, tiny_nllb,
+            sections=_ray_section(address),
+        )  # fmt: skip
+        daemon = Daemon(config, tmp_path / "daemon.log", env=ENVIRONMENT).start(ready_seconds=90)
         wait_for(lambda: RUNNING_ON.search(daemon.log()), 120, "the transcription to start on the node")
         daemon.kill9()
         # The bridge dies with the daemon and cancels its task: nothing works on for nobody.
         wait_for(lambda: not _remote_workers(), 30, "the worker on the node to be stopped")
-        daemon.start()
+        daemon.start(ready_seconds=90)
         with stopping(daemon):
             job = wait_finished(daemon, "Clip.mkv", 240)
     assert job["runs"]["transcribe"] == 2 and job["runs"]["translate"] == 1 and job["runs"]["subtitle"] == 1, job
     assert sorted(path.name for path in inbox.iterdir()) == ["Clip.ko.srt", "Clip.mkv"]
+
+
+def test_a_batch_waiting_for_a_busy_gpu_is_not_taken_for_a_hung_worker(clip, tiny_whisper, tiny_nllb, tmp_path):
+    import ray
+
+    from testkit.ray_cluster import local_cluster
+
+    inbox = tmp_path / "inbox"
+    drop(clip, inbox, "Clip.mkv")
+    with local_cluster(gpu_nodes=1) as cluster:
+        ray.init(address=cluster.address, logging_level="ERROR", log_to_driver=False)
+        try:
+            # Another user of the cluster holds its one GPU for longer than the hang guard waits.
+            def hold(seconds: float) -> None:  # defined here: Ray sends it by value
+                time.sleep(seconds)
+
+            holder = ray.remote(num_gpus=1)(hold).remote(45)
+            wait_for(lambda: ray.available_resources().get("GPU", 0) == 0, 60, "the GPU to be taken")
+            daemon = start_daemon(
+                tmp_path, inbox, tiny_whisper, tiny_nllb, env=ENVIRONMENT, stage_timeout_seconds=20,
+                sections=_ray_section(cluster.address),
+            )  # fmt: skip
+            with stopping(daemon):
+                job = wait_finished(daemon, "Clip.mkv", 240)
+                log = daemon.log()
+            assert ray.get(holder, timeout=30) is None  # it ran its 45 s, undisturbed
+        finally:
+            ray.shutdown()
+    assert "[transcribe] waiting for a free GPU in the Ray cluster (1 in all, none free)" in log, log[-3000:]
+    assert "hung?" not in log
+    assert job["runs"] == {"extract": 1, "transcribe": 1, "translate": 1, "subtitle": 1}, job

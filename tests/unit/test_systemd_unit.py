@@ -106,12 +106,18 @@ def test_a_config_without_state_dir_gets_advice(tmp_path):
     assert 'set state_dir = "/var/lib/autokr"' in result.stderr
 
 
-def test_media_servers_get_their_credentials_and_are_the_only_network_when_models_are_local(tmp_path):
+def _library_and_local_models(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A library folder, and both models as local paths (nothing to download)."""
     library = tmp_path / "srv" / "anime"
     library.mkdir(parents=True)
     whisper, nllb = tmp_path / "whisper-base", tmp_path / "nllb"
     whisper.mkdir()
     nllb.mkdir()
+    return library, whisper, nllb
+
+
+def test_media_servers_get_their_credentials_and_are_the_only_network_when_models_are_local(tmp_path):
+    library, whisper, nllb = _library_and_local_models(tmp_path)
     settings = (
         f'[daemon]\ninbox = ["{library}"]\nstate_dir = "/var/lib/autokr"\n'
         '[jellyfin]\nurl = "http://127.0.0.1:8096"\napi_key_file = "credential:jellyfin"\n'
@@ -139,11 +145,7 @@ def test_media_servers_get_their_credentials_and_are_the_only_network_when_model
 
 
 def test_the_ray_backend_keeps_the_network_open_and_warns_of_a_driver_that_needs_tmp_ray(tmp_path):
-    library = tmp_path / "srv" / "anime"
-    library.mkdir(parents=True)
-    whisper, nllb = tmp_path / "whisper-base", tmp_path / "nllb"
-    whisper.mkdir()
-    nllb.mkdir()
+    library, whisper, nllb = _library_and_local_models(tmp_path)
     config = tmp_path / "autokr.toml"
     settings = f'[daemon]\ninbox = ["{library}"]\n[models]\nwhisper = "{whisper}"\ntranslator = "{nllb}"\n'
     for address, warned in (("auto", True), ("head.lan:6379", True), ("ray://head.lan:10001", False)):
