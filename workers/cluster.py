@@ -170,7 +170,8 @@ class Batch:
                     ray.cancel(task, force=True)
             with contextlib.suppress(Exception):
                 ray.kill(box)
-        return int(result["returncode"])
+        returncode = int(result["returncode"])
+        return 128 - returncode if returncode < 0 else returncode  # killed by a signal: as a shell says it
 
     def _send_inputs(self) -> tuple[list[dict[str, Any]], list[Any]]:
         import ray
