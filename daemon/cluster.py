@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -23,9 +22,10 @@ from loguru import logger
 
 from contract.files import write_json_atomically
 from daemon.config import Config
+from daemon.runner import WorkerAnswerError, ask_worker
 
 RETRY_SECONDS = 30.0
-COUNT_SECONDS = 90  # the bridge gives up connecting after 60 s; under the 120 s watchdog
+COUNT_SECONDS = 90  # the bridge gives up connecting after 75 s; under the 120 s watchdog
 STATUS_FILE = "cluster.json"
 
 
@@ -35,15 +35,10 @@ def bridge_command(config: Config) -> list[str]:
 
 def ask_cluster(config: Config) -> dict[str, Any]:
     """``{"gpus", "nodes", "version"}`` from the bridge (``--count``), or ``{"problem": why not}``."""
-    command = [*bridge_command(config), "--count"]
     try:
-        answer = subprocess.run(command, capture_output=True, text=True, timeout=COUNT_SECONDS)
-        if answer.returncode == 0:
-            found: dict[str, Any] = json.loads(answer.stdout.strip().splitlines()[-1])
-            return found
-        return {"problem": bridge_reason(answer.stderr) or f"the Ray bridge exited with status {answer.returncode}"}
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
-        return {"problem": f"could not ask the Ray cluster ({error})"}
+        return ask_worker([*bridge_command(config), "--count"], COUNT_SECONDS)
+    except WorkerAnswerError as error:
+        return {"problem": bridge_reason(str(error))}
 
 
 def count_cluster_gpus(config: Config) -> tuple[int, str]:
@@ -83,14 +78,11 @@ class ClusterWatch:
             write_json_atomically(self.file, {"problem": self.problem, "since": time.time()})
 
     def reachable(self) -> None:
-        if not self.problem:
-            return
-        logger.info("the Ray cluster at {} answers again: Ray work carries on", self.address)
+        """It answers: Ray work may start, and what an earlier run said of it goes too."""
+        if self.problem:
+            logger.info("the Ray cluster at {} answers again: Ray work carries on", self.address)
         self.problem = ""
         self.retry_at = 0.0
-        self.forget()
-
-    def forget(self) -> None:
         with contextlib.suppress(OSError):
             self.file.unlink()
 

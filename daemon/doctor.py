@@ -26,6 +26,7 @@ from daemon.announcer import Notifications, senders_for
 from daemon.cluster import ask_cluster
 from daemon.config import Config
 from daemon.media_servers import MediaServer, ServerError
+from daemon.runner import ask_worker
 from daemon.store import MIN_STATE_FREE_BYTES
 from daemon.unit import install_for, render_unit
 
@@ -124,11 +125,7 @@ def ask_device(config: Config) -> dict[str, Any]:
         sys.executable, "-m", "workers.device", "--engine", models.engine, "--device", models.device,
         "--whisper", models.whisper, "--translator", models.translator, "--compute-type", models.compute_type,
     ]  # fmt: skip
-    answer = subprocess.run(command, capture_output=True, text=True, timeout=DEVICE_SECONDS)
-    if answer.returncode != 0:
-        raise AutoKRError((answer.stderr.strip().splitlines() or ["no output"])[-1])
-    found: dict[str, Any] = json.loads(answer.stdout.strip().splitlines()[-1])
-    return found
+    return ask_worker(command, DEVICE_SECONDS)
 
 
 def check_device(config: Config) -> tuple[Check, dict[str, Any]]:

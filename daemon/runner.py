@@ -10,6 +10,7 @@ Whatever a worker writes, the daemon's memory stays bounded: a line is read at m
 from __future__ import annotations
 
 import collections
+import json
 import os
 import queue
 import signal
@@ -17,10 +18,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, Any
 
 from loguru import logger
 
+from contract.errors import AutoKRError
 from contract.protocol import (
     EXIT_CLUSTER_UNREACHABLE,
     EXIT_OUT_OF_MEMORY,
@@ -54,6 +56,33 @@ def bounded_lines(stream: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[tu
 
 def _shorten(line: str, limit: int = TAIL_LINE_CHARS) -> str:
     return line if len(line) <= limit else f"{line[:limit]}… ({len(line) - limit} more characters)"
+
+
+class WorkerAnswerError(AutoKRError):
+    """A worker asked a question (``--count``, ``workers.device``) gave no answer."""
+
+
+def ask_worker(command: list[str], seconds: float) -> dict[str, Any]:
+    """Runs a worker that answers with one JSON object on its last line of stdout (the daemon
+    asks instead of importing CUDA or Ray libraries itself).
+
+    Raises:
+        WorkerAnswerError: its last log line when it failed, or why it could not be run.
+    """
+    try:
+        answer = subprocess.run(command, capture_output=True, text=True, timeout=seconds)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise WorkerAnswerError(f"could not run {command[2] if len(command) > 2 else command[0]} ({error})") from None
+    if answer.returncode != 0:
+        said = answer.stderr.strip().splitlines()
+        raise WorkerAnswerError(said[-1] if said else f"it exited with status {answer.returncode}")
+    try:
+        found = json.loads(answer.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise WorkerAnswerError("it gave no answer") from None
+    if not isinstance(found, dict):
+        raise WorkerAnswerError("it gave no answer")
+    return found
 
 
 def describe_exit(returncode: int) -> str:

@@ -9,9 +9,7 @@ that takes any stage: listing it twice gives two CPU workers (the tests' way to 
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from loguru import logger
 from contract.pipeline import PIPELINE
 from daemon.cluster import count_cluster_gpus
 from daemon.config import Config
+from daemon.runner import WorkerAnswerError, ask_worker
 
 COUNT_SECONDS = 120
 
@@ -94,10 +93,8 @@ def resolve_devices(config: Config) -> list[str]:
 def count_gpus() -> int:
     """The CUDA devices a worker process sees (``workers/device.py``: the daemon stays free of
     CUDA libraries); 0 when it cannot tell, with the reason logged."""
-    command = [sys.executable, "-m", "workers.device", "--count"]
     try:
-        answer = subprocess.run(command, capture_output=True, text=True, timeout=COUNT_SECONDS)
-        return int(json.loads(answer.stdout.strip().splitlines()[-1])["gpus"])
-    except (OSError, subprocess.SubprocessError, ValueError, KeyError, IndexError) as error:
+        return int(ask_worker([sys.executable, "-m", "workers.device", "--count"], COUNT_SECONDS)["gpus"])
+    except (WorkerAnswerError, ValueError, KeyError, TypeError) as error:
         logger.warning("could not count the GPUs ({}): working on the CPU", error)
         return 0

@@ -223,7 +223,6 @@ class Supervisor:
             self.cluster.unreachable(problem)
         else:
             self.cluster.reachable()
-            self.cluster.forget()
         described = ", ".join(f"{slot.name} ({'/'.join(sorted(slot.stages))})" for slot in self.slots)
         logger.info("worker slots: {}", described)
 

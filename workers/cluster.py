@@ -104,13 +104,19 @@ def connect(address: str) -> None:
     signal.signal(signal.SIGTERM, _stop)  # Ray's own handler dumps a stack; ours cancels the task
 
 
+def cluster_gpus() -> int:
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
 def count() -> dict[str, Any]:
     import ray
 
     from workers.remote import version
 
     alive = [node for node in ray.nodes() if node.get("Alive")]
-    return {"gpus": int(ray.cluster_resources().get("GPU", 0)), "nodes": len(alive), "version": version()}
+    return {"gpus": cluster_gpus(), "nodes": len(alive), "version": version()}
 
 
 class Batch:
@@ -196,9 +202,7 @@ class Batch:
         Raises:
             NoGpu: no node with a GPU is left.
         """
-        import ray
-
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        gpus = cluster_gpus()
         if gpus < 1:
             raise NoGpu("it has no GPU any more (ray start --num-gpus=N on a node)")
         if not self.waiting_said:
@@ -309,11 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterUnreachable as error:
         log(f"cannot reach the Ray cluster at {arguments.address}: {error}")
         return EXIT_CLUSTER_UNREACHABLE
-    found = count()
     if arguments.count:
-        print(json.dumps(found), flush=True)
+        print(json.dumps(count()), flush=True)
         return 0
-    if found["gpus"] < 1:  # a task asking for one would wait forever
+    if cluster_gpus() < 1:  # a task asking for one would wait forever
         log(f"cannot use the Ray cluster at {arguments.address}: it has no GPU (ray start --num-gpus=N on a node)")
         return EXIT_CLUSTER_UNREACHABLE
     items = items_from_arguments(parser, argparse.Namespace(jobs=arguments.jobs, input=None, output=None))

@@ -107,3 +107,15 @@ def test_doctor_names_a_cluster_that_does_not_answer_as_blocking(tmp_path):
     (check,) = check_cluster(config)
     assert (check.name, check.ok, check.blocking) == (f"Ray cluster {address}", False, True)
     assert check.detail == "connection refused" and "ray start --head" in check.fix
+
+
+def test_a_worker_asked_a_question_answers_with_its_last_json_line_or_its_last_log_line():
+    from daemon.runner import WorkerAnswerError, ask_worker
+
+    answer = ask_worker([sys.executable, "-c", "print('loading'); print('{\"gpus\": 2}')"], 30)
+    assert answer == {"gpus": 2}
+    failing = "import sys; print('starting', file=sys.stderr); sys.exit('cannot reach it: refused')"
+    with pytest.raises(WorkerAnswerError, match="^cannot reach it: refused$"):
+        ask_worker([sys.executable, "-c", failing], 30)
+    with pytest.raises(WorkerAnswerError, match="gave no answer"):
+        ask_worker([sys.executable, "-c", "print('[1, 2]')"], 30)
