@@ -14,8 +14,9 @@
   on stdout, then a malformed event (``@autokr [1, 2]``), and on stderr one line of as many
   megabytes and 40 lines of 4 KiB; then it works as usual.
 - ``worker-pause:MOMENT:STAGE:SECONDS``: a STAGE worker prints ``AUTOKR_FAULT: pausing MOMENT
-  FILE`` on stderr and sleeps SECONDS at MOMENT (``before-place``: its subtitle is written to the
-  temporary file and about to be put in place), so a test can act in that instant.
+  FILE`` on stderr and sleeps SECONDS at MOMENT (``start``: before it loads anything or takes
+  its first video; ``before-place``: its subtitle is written to the temporary file and about to
+  be put in place), so a test can act in that instant.
 
 Real faults are injected from outside by the tests (``kill -9``, full disks, read-only folders,
 files deleted or replaced mid-stage); these points reach the moments a test cannot time.

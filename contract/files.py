@@ -9,6 +9,7 @@ import ctypes
 import errno
 import hashlib
 import os
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,40 @@ def temporary_prefix(path: Path) -> str:
     """``.Video.ko.srt.autokr-tmp-``: hidden (media servers skip it), and recognisably ours so a
     leftover of a killed worker can be removed. Names too long for that get a digest instead."""
     prefix = f".{path.name}{TEMP_MARKER}"
-    if len(os.fsencode(prefix)) + 10 > NAME_MAX:  # room for the pid
+    if len(os.fsencode(prefix)) + 24 > NAME_MAX:  # room for the pid and the random part
         digest = hashlib.sha1(os.fsencode(path.name)).hexdigest()[:16]
         prefix = f".{digest}{TEMP_MARKER}"
     return prefix
 
 
-def temporary_path(path: Path) -> Path:
-    return path.with_name(f"{temporary_prefix(path)}{os.getpid()}")
+def create_temporary(path: Path) -> tuple[Path, int]:
+    """A new, empty temporary file beside ``path`` and its descriptor, open for writing.
+
+    Anyone who can write into a video's folder (a NAS share, a download client) could plant a
+    link at a temporary name to make AutoKR write into another file, so the name is
+    unpredictable (pid and 48 random bits) and the file is created with ``O_CREAT | O_EXCL |
+    O_NOFOLLOW``: it is always a new file of AutoKR's own, never something that was there.
+    """
+    prefix = temporary_prefix(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(64):
+        candidate = path.with_name(f"{prefix}{os.getpid()}-{secrets.token_hex(6)}")
+        try:
+            return candidate, os.open(candidate, flags, 0o666)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
+def write_descriptor(descriptor: int, data: bytes) -> None:
+    """Writes all of ``data`` and fsyncs, then closes ``descriptor``."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def fsync_directory(directory: Path) -> None:
@@ -67,11 +94,13 @@ def finish_atomically(temporary: Path, path: Path) -> None:
 
 @contextlib.contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """Yields a temporary path beside ``path``; on success it becomes ``path`` durably.
+    """Yields a new temporary file's path beside ``path`` (created empty, see
+    ``create_temporary``) for a tool to write; on success it becomes ``path`` durably.
 
     On any failure the temporary file is removed, so a reader never sees half a file.
     """
-    temporary = temporary_path(path)
+    temporary, descriptor = create_temporary(path)
+    os.close(descriptor)
     try:
         yield temporary
         finish_atomically(temporary, path)
@@ -85,9 +114,10 @@ def atomic_output(path: Path) -> Iterator[Path]:
 
 
 def file_signature(path: Path) -> list[int] | None:
-    """``[size, mtime_ns]`` of ``path``: how AutoKR recognises a file it wrote itself."""
+    """``[size, mtime_ns]`` of ``path``: how AutoKR recognises a file it wrote itself. Of the
+    name itself (``lstat``): a link planted there never looks like AutoKR's file."""
     try:
-        status = path.stat()
+        status = path.lstat()
     except OSError:
         return None
     return [status.st_size, status.st_mtime_ns]
@@ -151,8 +181,18 @@ def remove_own_file(path: Path, signature: list[int] | None) -> bool:
 
 
 def write_atomically(path: Path, data: bytes) -> None:
-    with atomic_output(path) as temporary:
-        temporary.write_bytes(data)
+    temporary, descriptor = create_temporary(path)
+    try:
+        write_descriptor(descriptor, data)
+        os.replace(temporary, path)
+        fsync_directory(path.parent)
+    except OSError as error:
+        if error.filename is None:
+            error.filename = str(path)
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
 
 
 def write_json_atomically(path: Path, value: Any) -> None:

@@ -19,3 +19,20 @@ def nllb_code(language: str) -> str:
         return NLLB_CODES[language]
     except KeyError:
         raise ValueError(f"unsupported language {language!r}; known: {', '.join(sorted(NLLB_CODES))}") from None
+
+
+# How subtitle file names and media tags spell each language (ISO 639-1, 639-2/B and /T, the
+# English name, the usual region forms), lower case: what Plex, Jellyfin and Kodi recognise.
+LANGUAGE_TAGS: dict[str, tuple[str, ...]] = {
+    "ja": ("ja", "jp", "jpn", "japanese", "ja-jp"),
+    "ko": ("ko", "kor", "korean", "ko-kr"),
+    "en": ("en", "eng", "english", "en-us", "en-gb"),
+    "zh": ("zh", "chi", "zho", "chinese", "zh-cn", "zh-hans", "zh-tw", "zh-hant"),
+    "es": ("es", "spa", "spanish", "es-es", "es-419"),
+    "fr": ("fr", "fre", "fra", "french", "fr-fr"),
+    "de": ("de", "ger", "deu", "german", "de-de"),
+}
+
+
+def language_tags(language: str) -> tuple[str, ...]:
+    return LANGUAGE_TAGS.get(language, (language,))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,9 @@ from pathlib import Path
 from contract.errors import PermanentError, WorkerError
 
 JAPANESE_TAGS = ("jpn", "ja", "jp", "japanese")
+# Longer than any film, concert or day-long stream recording; a container that claims more (a
+# damaged or crafted header: 10^12 s) is refused at once rather than sized for its audio.
+MAX_PLAUSIBLE_SECONDS = 48 * 3600
 # The demuxers behind DEFAULT_VIDEO_EXTENSIONS (daemon/config.py): mkv/webm → matroska,
 # mp4/m4v/mov → mov, avi, ts/m2ts → mpegts, flv, ogg, wmv → asf, mpg → mpeg (program stream).
 CONTAINER_FORMATS = ("matroska", "mov", "avi", "mpegts", "flv", "ogg", "asf", "mpeg")
@@ -110,7 +114,10 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
         PermanentError: the file is empty or not a media file ffprobe can read.
         ToolMissing: ffprobe is not installed.
     """
-    if path.stat().st_size == 0:
+    status = path.stat()
+    if not stat.S_ISREG(status.st_mode):  # a FIFO would block ffprobe; a device is no video
+        raise PermanentError("not a regular file (a device, pipe or socket); AutoKR reads video files only")
+    if status.st_size == 0:
         raise PermanentError("the file is empty (0 bytes)")
     command = [
         find_ffprobe(), "-v", "error", "-print_format", "json",
@@ -154,6 +161,11 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
             lengths = [_float(stream.get("duration"), -1), _clock(stream.get("tags", {}).get("DURATION"))]
             video_duration = min((length for length in lengths if length > 0), default=None)
     duration = _float(report.get("format", {}).get("duration"))
+    if not 0 <= duration <= MAX_PLAUSIBLE_SECONDS:
+        raise PermanentError(
+            f"not a plausible video: its container claims {duration / 3600:.0f} hours (AutoKR takes videos of up "
+            f"to {MAX_PLAUSIBLE_SECONDS // 3600} hours); remux it (ffmpeg -i IN -c copy OUT) if it is a real one"
+        )
     return MediaInfo(duration, tuple(audio_tracks), video_start, video_duration)
 
 

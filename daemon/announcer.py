@@ -11,13 +11,17 @@ the watchdog, and what is not yet told survives a restart:
   day, then given up with a log line;
 - a key the server refuses (401/403) is not tried again until the configuration is reloaded or
   the daemon restarted (a new key), and ``autokr status`` says so;
-- each failure is logged when it first happens or changes, not at every retry.
+- a target's failure is logged once when it starts failing (and a refused key once), not at
+  every retry, nor again when a server that is down fails each time in other words (a reset,
+  then a garbled answer); once told again, it is logged as reachable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +30,11 @@ from typing import Any
 from loguru import logger
 
 from contract.errors import AutoKRError
+from contract.protocol import printable
 from daemon.config import Config, read_secret
-from daemon.errors import ConfigError, StateFull
-from daemon.media_servers import TIMEOUT_SECONDS, Change, Jellyfin, MediaServer, Plex, Rejected, ServerError
-from daemon.store import Store
+from daemon.errors import ConfigError, StorePaused
+from daemon.media_servers import Change, Jellyfin, MediaServer, Plex, Rejected, ServerError, Unreachable
+from daemon.store import Store, readable_path
 
 DEBOUNCE_SECONDS = 5.0
 FIRST_RETRY_SECONDS = 30.0
@@ -37,6 +42,7 @@ LONGEST_RETRY_SECONDS = 3600.0
 GIVE_UP_SECONDS = 86400.0
 DIGEST_SECONDS = 86400.0
 NOTIFY = "notify"
+TOPIC = "_topic"  # the payload key that carries the exact topic (see Outbox.add)
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,16 @@ class Outbox:
         self.store = store
 
     def add(self, target: str, topic: str, payload: dict[str, Any], state: str = "pending") -> None:
+        """``topic`` and the payload's paths may hold bytes that are not UTF-8 (a Shift-JIS
+        folder): the ``topic`` column holds a readable text form (``\\xNN``), the exact one
+        travels in the payload's JSON (``\\udcNN`` escapes, which JSON keeps losslessly), as
+        ``jobs.path_key`` keeps a video's path."""
         now = self.store.clock()
         with self.store.transaction() as connection:
             connection.execute(
                 "INSERT INTO outbox (target, topic, payload, created_at, due_at, attempts, state) "
                 "VALUES (?, ?, ?, ?, ?, 0, ?)",
-                (target, topic, json.dumps(payload), now, now, state),
+                (target, readable_path(topic), json.dumps({**payload, TOPIC: topic}), now, now, state),
             )
 
     def entries(self, where: str = "state = 'pending'", params: tuple[Any, ...] = ()) -> list[Entry]:
@@ -75,19 +85,28 @@ class Outbox:
             f"FROM outbox WHERE {where} ORDER BY id",
             params,
         )
-        return [Entry(row[0], row[1], row[2], json.loads(row[3]), *row[4:]) for row in cursor.fetchall()]
+        entries = []
+        for row in cursor.fetchall():
+            payload = json.loads(row[3])
+            entries.append(Entry(row[0], row[1], str(payload.pop(TOPIC, row[2])), payload, *row[4:]))
+        return entries
 
-    def due(self, now: float) -> list[list[Entry]]:
+    def due(self, now: float, target: str | None = None) -> list[list[Entry]]:
         """Pending rows grouped by target and topic, each group due and quiet for
-        ``DEBOUNCE_SECONDS``."""
+        ``DEBOUNCE_SECONDS``; ``target``: that target's alone.
+
+        The times are the wall clock's, kept across restarts; a clock that steps back (an RTC
+        corrected by NTP) must not stretch a wait, so a wait is capped at its own length: a
+        retry due further ahead than the longest backoff, or a row "created" in the future, is
+        due now."""
         groups: dict[tuple[str, str], list[Entry]] = {}
-        for entry in self.entries():
+        for entry in self.entries(*(("state = 'pending' AND target = ?", (target,)) if target else ())):
             groups.setdefault((entry.target, entry.topic), []).append(entry)
         return [
             group
             for group in groups.values()
-            if max(entry.due_at for entry in group) <= now
-            and now - max(entry.created_at for entry in group) >= DEBOUNCE_SECONDS
+            if all(_waited(entry.due_at, now, LONGEST_RETRY_SECONDS) for entry in group)
+            and all(now - entry.created_at >= DEBOUNCE_SECONDS or entry.created_at > now for entry in group)
         ]
 
     def finish(self, entries: Sequence[Entry], state: str, error: str | None = None) -> None:
@@ -120,6 +139,23 @@ class Outbox:
                 "UPDATE outbox SET state = 'pending', due_at = 0, finished_at = NULL "
                 "WHERE state IN ('pending', 'rejected')"
             )
+
+
+def _waited(due_at: float, now: float, longest: float) -> bool:
+    """Whether a wait until ``due_at`` is over, capped at ``longest`` from ``now``."""
+    return due_at <= now or due_at - now > longest
+
+
+def expire_unconfigured(outbox: Outbox, targets: Sequence[str]) -> None:
+    """Rows for a server or service no longer in the config are given up (at a start or a
+    reload), so ``autokr status`` stops saying they wait."""
+    placeholders = ", ".join("?" for _ in targets) or "''"
+    with outbox.store.transaction() as connection:
+        connection.execute(
+            "UPDATE outbox SET state = 'expired', last_error = target || ' is no longer configured', finished_at = ? "
+            f"WHERE state IN ('pending', 'rejected') AND target NOT IN ({placeholders})",
+            (outbox.store.clock(), *targets),
+        )
 
 
 def describe_pending(outbox: Outbox, now: float) -> str | None:
@@ -189,29 +225,66 @@ class Teller:
                 self.outbox.add(target, str(Path(change.subtitle).parent), payload)
 
     def message(self, topic: str, title: str, body: str) -> None:
+        """``body`` may name a file whose name is not UTF-8: it is sent readable (``\\xNN``)."""
         if NOTIFY in self.targets:
-            self.outbox.add(NOTIFY, topic, {"title": title, "body": body})
+            self.outbox.add(NOTIFY, topic, {"title": printable(title), "body": printable(body)})
 
 
-class Announcer(threading.Thread):
-    """Sends what the outbox holds, on its own thread and database connection."""
+class Announcer:
+    """Sends what the outbox holds: one thread per target (Jellyfin, Plex, notifications), each
+    with its own database connection, so a target that is slow, hangs until its deadline or
+    fails never holds up another."""
 
     def __init__(
         self, open_store: Callable[[], Store], senders: Senders, digest: bool = False, interval: float = 1.0
     ) -> None:
-        super().__init__(name="announcer", daemon=True)
-        self.open_store = open_store
         self.senders = senders
-        self.digest = digest and NOTIFY in senders
+        self.threads = [
+            TargetSender(open_store, target, sender, digest and target == NOTIFY, interval)
+            for target, sender in senders.items()
+        ]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Asks every thread to stop and waits ``timeout`` at most, all together: a call still
+        under way ends at its own deadline, its rows stay pending and go out at the next start."""
+        for thread in self.threads:
+            thread.stopping.set()
+            thread.wake.set()
+        ends = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, ends - time.monotonic()))
+
+    def send_due(self, outbox: Outbox) -> None:
+        """Every target's due rows, here and now, one target after the other (what each thread
+        does on its own; a seam for tests)."""
+        for thread in self.threads:
+            thread.send_due(outbox)
+
+
+class TargetSender(threading.Thread):
+    """Sends one target's rows of the outbox, on its own thread and database connection."""
+
+    def __init__(
+        self,
+        open_store: Callable[[], Store],
+        target: str,
+        sender: MediaServer | Notifications,
+        digest: bool = False,
+        interval: float = 1.0,
+    ) -> None:
+        super().__init__(name=f"announcer-{target}", daemon=True)
+        self.open_store = open_store
+        self.target = target
+        self.sender = sender
+        self.digest = digest
         self.interval = interval
         self.stopping = threading.Event()
         self.wake = threading.Event()
-        self._logged: dict[str, str] = {}  # target → the error last logged
-
-    def stop(self, timeout: float = 2 * TIMEOUT_SECONDS) -> None:
-        self.stopping.set()
-        self.wake.set()
-        self.join(timeout)
+        self._logged = ""  # the error last logged
 
     def run(self) -> None:
         with self.open_store() as store:
@@ -219,10 +292,10 @@ class Announcer(threading.Thread):
             while not self.stopping.is_set():
                 try:
                     self.send_due(outbox)
-                except StateFull as error:
+                except StorePaused as error:
                     logger.warning("announcements wait: {}", error)
                 except Exception as error:  # noqa: BLE001 - a bug here must not end the announcements
-                    logger.error("announcements: unexpected {}: {}", type(error).__name__, error)
+                    logger.error("announcements: unexpected {}: {}", type(error).__name__, printable(error))
                 self.wake.wait(self.interval)
                 self.wake.clear()
 
@@ -230,36 +303,35 @@ class Announcer(threading.Thread):
         now = outbox.store.clock()
         if self.digest:
             queue_digest(outbox, now)
-        for group in outbox.due(now):
+        for group in outbox.due(now, self.target):
             if self.stopping.is_set():
                 return
-            target = group[0].target
-            sender = self.senders.get(target)
-            if sender is None:  # no longer configured
-                outbox.finish(group, "expired", f"{target} is no longer configured")
-                continue
             try:
-                _send(sender, group)
+                _send(self.sender, group)
             except ServerError as error:
                 self._failed(outbox, group, error, now)
+            except Exception as error:  # noqa: BLE001 - whatever one call does, it is that call's failure
+                reason = f"{self.target}: could not be told ({type(error).__name__}); check its url"
+                self._failed(outbox, group, Unreachable(reason), now)
             else:
                 outbox.finish(group, "sent")
-                if self._logged.pop(target, None):
-                    logger.info("{}: reachable again, told about {}", target, group[0].topic or "a video")
+                if self._logged:
+                    self._logged = ""
+                    logger.info("{}: reachable again, told about {}", self.target, group[0].topic or "a video")
 
     def _failed(self, outbox: Outbox, group: list[Entry], error: AutoKRError, now: float) -> None:
         """Rejected: kept until a reload. Otherwise tried again later, for a day. Logged when
-        the failure is new for this target, not at every retry."""
-        target, reason = group[0].target, str(error)
-        first_time = self._logged.get(target) != reason
-        self._logged[target] = reason
+        this target starts failing, not at every retry."""
+        reason = str(error)
+        first_time = not self._logged or (isinstance(error, Rejected) and self._logged != reason)
+        self._logged = reason
         if isinstance(error, Rejected):
             outbox.finish(group, "rejected", reason)
             if first_time:
                 logger.error("{}: not tried again until the configuration is reloaded", reason)
         elif now - min(entry.created_at for entry in group) >= GIVE_UP_SECONDS:
             outbox.finish(group, "expired", reason)
-            logger.error("{}: gave up after a day of trying: {}", target, reason)
+            logger.error("{}: gave up after a day of trying: {}", self.target, reason)
         else:
             wait = outbox.retry_later(group, reason)
             if first_time:
@@ -297,6 +369,23 @@ def _send(sender: MediaServer | Notifications, group: list[Entry]) -> None:
     # The last word on each subtitle counts (written, then removed, within the debounce).
     latest = list({change.subtitle: change for change in changes}.values())
     sender.announce(group[0].topic, latest)
+
+
+def announcer_key(config: Config) -> tuple[object, ...]:
+    """What the announcer is made of: the servers' and services' settings and their keys as the
+    key files hold them now (a digest: a key replaced in its file is a change)."""
+    keys = []
+    for key, key_file, where in (
+        (config.jellyfin.api_key, config.jellyfin.api_key_file, "[jellyfin] api_key_file"),
+        (config.plex.token, config.plex.token_file, "[plex] token_file"),
+    ):
+        try:
+            keys.append(
+                hashlib.sha256(read_secret(key, key_file, where).encode()).hexdigest() if key or key_file else ""
+            )
+        except ConfigError as error:
+            keys.append(str(error))
+    return (config.jellyfin, config.plex, config.notify, tuple(keys))
 
 
 def senders_for(config: Config) -> tuple[Senders, list[str]]:

@@ -21,10 +21,13 @@ from daemon import __version__
 from daemon.announcer import Outbox, describe_pending
 from daemon.cluster import last_problem
 from daemon.config import Config, default_config_path, is_set, load_config
-from daemon.errors import ConfigError, JobNotFound, WorkerFailed
+from daemon.errors import ConfigError, DatabaseLocked, JobNotFound, JobNotRetryable, WorkerFailed
 from daemon.jobs import Job, JobFacts, JobState
 from daemon.lock import StateLock
+from daemon.lock import holder as lock_holder
 from daemon.logs import setup_logging
+from daemon.notify import Notifier
+from daemon.status import read_problems
 from daemon.store import Store, state_space_problem
 
 EXIT_ERROR = 1
@@ -34,18 +37,32 @@ def _config(arguments: argparse.Namespace, need_inbox: bool = True, need_state_d
     return load_config(arguments.config, need_inbox=need_inbox, need_state_dir=need_state_dir)
 
 
-def _store(arguments: argparse.Namespace, config: Config | None = None) -> Store | None:
+def _store(arguments: argparse.Namespace, config: Config | None = None, writable: bool = False) -> Store | None:
     """The daemon's database, or None before the daemon first ran: reading commands must not
-    create it (as root, say, in the service's /var/lib/autokr)."""
+    create it (as root, say, in the service's /var/lib/autokr), and no command but ``run``
+    upgrades it (the release before would then refuse it)."""
     config = config or _config(arguments, need_inbox=False, need_state_dir=False)
     if not config.database_path.exists():
         return None
-    return Store(config.database_path)
+    return Store(config.database_path, writable=writable, migrate=False)
+
+
+def _open_waiting(config: Config, notifier: Notifier) -> Store:
+    """The daemon's store; while another process holds its lock, waits (and says so once)."""
+    said = False
+    while True:
+        try:
+            return Store(config.database_path)
+        except DatabaseLocked as error:
+            if not said:
+                logger.warning("{}; AutoKR starts once it is released", error)
+                notifier.send(STATUS=printable(f"waiting: {error}"))
+                said = True
+            time.sleep(1)
 
 
 def command_run(arguments: argparse.Namespace) -> int:
     from contract.media import find_ffmpeg, find_ffprobe
-    from daemon.notify import Notifier
     from daemon.supervisor import Flags, Supervisor
 
     config = _config(arguments)
@@ -56,12 +73,13 @@ def command_run(arguments: argparse.Namespace) -> int:
     lock = StateLock(config.daemon.state_dir)
     lock.acquire()
     try:
-        with Store(config.database_path) as store:
+        notifier = Notifier()
+        with _open_waiting(config, notifier) as store:
             flags = Flags()
             flags.install()
             logger.info("AutoKR {} starting (config {}, state {})", __version__, config.path, config.daemon.state_dir)
             stall = os.environ.get("AUTOKR_DEBUG_STALL_AFTER")  # test-only, see Supervisor
-            return Supervisor(config, store, Notifier(), flags, stall_after=float(stall) if stall else None).run()
+            return Supervisor(config, store, notifier, flags, stall_after=float(stall) if stall else None).run()
     finally:
         lock.release()
 
@@ -115,6 +133,13 @@ def command_status(arguments: argparse.Namespace) -> int:
         return 0
     # The daemon cannot write its state down when the disk is full, so look at the disk here.
     state_dir = config.daemon.state_dir
+    daemon_pid = lock_holder(state_dir)
+    if daemon_pid is not None:
+        print(f"daemon: running (pid {daemon_pid}) on {printable(state_dir)}")
+        for notice in read_problems(state_dir):
+            print(printable(notice))
+    else:
+        print(f"daemon: not running (no AutoKR holds {printable(state_dir)}; start it with systemctl start autokr)")
     problem = state_space_problem(state_dir) if state_dir.exists() else None
     if problem:
         print(f"{problem}: AutoKR is paused and carries on by itself once space is freed there")
@@ -131,7 +156,7 @@ def command_status(arguments: argparse.Namespace) -> int:
 
 
 def command_retry(arguments: argparse.Namespace) -> int:
-    store = _store(arguments)
+    store = _store(arguments, writable=True)
     if store is None:
         raise JobNotFound(f"no job {arguments.job}: the daemon has not run yet")
     with store:
@@ -145,14 +170,22 @@ def command_enqueue(arguments: argparse.Namespace) -> int:
     status = path.stat()
     probe(path)
     config = _config(arguments, need_inbox=False)
-    with Store(config.database_path) as store:
+    with Store(config.database_path, migrate=False) as store:
+        known = store.find(str(path))
+        if known is not None and known.state in (JobState.QUEUED, JobState.RUNNING):
+            print(f"job {known.id} is already {known.state.value} at {known.stage}: {printable(known.path)}")
+            return 0
+        if known is not None and known.state == JobState.DONE and not arguments.force:
+            raise JobNotRetryable(
+                f"job {known.id} is already done ({printable(known.path)}); use --force to make its subtitles again"
+            )
         job = store.add(str(path), status.st_size, status.st_mtime_ns, force=arguments.force)
     print(f"job {job.id} queued: {printable(job.path)}")
     return 0
 
 
 def command_once(arguments: argparse.Namespace) -> int:
-    from daemon.once import run_once
+    from daemon.once import ProgressBar, run_once
 
     if arguments.config is None and not default_config_path().exists():
         config = Config()
@@ -164,7 +197,10 @@ def command_once(arguments: argparse.Namespace) -> int:
         config, models=dataclasses.replace(models, **{k: v for k, v in overrides.items() if v is not None})
     )
     started = time.monotonic()
-    written = run_once(config, Path(arguments.video), Path(arguments.output) if arguments.output else None)
+    bar = ProgressBar()
+    setup_logging(arguments.verbose, sink=bar.log_line)
+    output = Path(arguments.output) if arguments.output else None
+    written = run_once(config, Path(arguments.video), output, force=arguments.force, bar=bar)
     for path in written:
         print(path)
     print(f"finished in {time.monotonic() - started:.1f} s", file=sys.stderr)
@@ -243,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("-w", "--whisper", help="Whisper model name or checkpoint path")
     once.add_argument("-t", "--translator", help="NLLB model name or directory")
     once.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    once.add_argument("--force", action="store_true", help="replace a subtitle file that is already there")
     once.set_defaults(handler=command_once)
 
     doctor = command("doctor", help="check the set-up: ffmpeg, folders, device, models, media servers, the unit")
@@ -272,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"autokr: configuration problems in {printable(error.path)}:", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {printable(problem)}", file=sys.stderr)
+        return EXIT_ERROR
+    except DatabaseLocked as error:
+        print(f"autokr: {printable(error)}; try again once it is released", file=sys.stderr)
         return EXIT_ERROR
     except WorkerFailed as error:
         print(f"autokr: {printable(error.reason)}", file=sys.stderr)

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import math
 import os
 import re
 import sys
+import urllib.parse
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -125,7 +128,7 @@ class LanguageSettings:
 class JellyfinSettings:
     url: str = field(default="", metadata={"type": "str"})
     """Jellyfin's address, e.g. ``http://127.0.0.1:8096``; empty: Jellyfin is not told."""
-    api_key: str = field(default="", repr=False, metadata={"type": "str"})
+    api_key: str = field(default="", repr=False, metadata={"type": "str", "secret": True})
     """An API key (Dashboard → API Keys); or ``api_key_file``."""
     api_key_file: str = field(default="", metadata={"type": "str"})
     """A file holding the key, or ``credential:NAME``: systemd's credential NAME
@@ -138,7 +141,7 @@ class JellyfinSettings:
 class PlexSettings:
     url: str = field(default="", metadata={"type": "str"})
     """Plex's address, e.g. ``http://127.0.0.1:32400``; empty: Plex is not told."""
-    token: str = field(default="", repr=False, metadata={"type": "str"})
+    token: str = field(default="", repr=False, metadata={"type": "str", "secret": True})
     """An X-Plex-Token; or ``token_file``."""
     token_file: str = field(default="", metadata={"type": "str"})
     """A file holding the token, or ``credential:NAME`` (as for Jellyfin)."""
@@ -148,7 +151,7 @@ class PlexSettings:
 
 @dataclass(frozen=True)
 class NotifySettings:
-    urls: tuple[str, ...] = field(default=(), repr=False, metadata={"type": "strings"})
+    urls: tuple[str, ...] = field(default=(), repr=False, metadata={"type": "strings", "secret": True})
     """Apprise URLs (``ntfy://…``, ``discord://…``, ``json://host/path``): a message when a video
     is done or has failed."""
     digest: bool = field(default=False, metadata={"type": "bool"})
@@ -219,7 +222,10 @@ def default_config_path() -> Path:
     return next((path for path in candidates if path.exists()), candidates[0])
 
 
-def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str) -> Any:
+def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str, secret: bool = False) -> Any:
+    """``value`` as a setting of ``kind``, or None with the problem appended. The value of a
+    ``secret`` setting (a key, a token, an Apprise URL) is never shown, not even when wrong."""
+
     def as_path(text: str) -> Path:
         path = Path(text).expanduser()
         return path if path.is_absolute() else (base / path)
@@ -250,7 +256,8 @@ def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str)
         "pairs": 'a list of ["AutoKR\'s path", "the server\'s path"] pairs',
         "devices": '"auto" or a list of devices such as ["cuda:0", "cuda:1"] or ["cpu", "cpu"]',
     }[kind]  # fmt: skip
-    problems.append(f"{where} must be {expected}, not {value!r}")
+    shown = "its value is not shown: it may hold a key" if secret else f"not {value!r}"
+    problems.append(f"{where} must be {expected} ({shown})" if secret else f"{where} must be {expected}, {shown}")
     return None
 
 
@@ -267,12 +274,25 @@ def _build_section(cls: type, table: Any, base: Path, problems: list[str], secti
     for key, value in table.items():
         where = f"[{section}] {key}"
         if key not in known:
-            problems.append(f"unknown key {where}")
+            problems.append(f"unknown key {where}{_suggestion(key, known)}")
             continue
-        converted = _convert(value, known[key].metadata["type"], base, problems, where)
+        spec = known[key]
+        converted = _convert(value, spec.metadata["type"], base, problems, where, spec.metadata.get("secret", False))
         if converted is not None:
             values[key] = converted
     return cls(**values)
+
+
+def _suggestion(name: str, known: Collection[str]) -> str:
+    """`` (did you mean stable_seconds?)`` for a name one typo away from a known one."""
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _inner_blank_or_control(text: str) -> bool:
+    """A space, a line break or a control character inside a key: never part of a real one (a
+    comment line in a key file, a pasted line break), and fatal in an HTTP header."""
+    return any(character.isspace() or not character.isprintable() for character in text)
 
 
 MEMORY_PATTERN = re.compile(r"^(infinity|([1-9]\d?|100)%|\d+[KMGT]?)$")
@@ -359,10 +379,15 @@ def _validate_server(settings: Any, section: str, key: str, problems: list[str])
         if given:
             problems.append(f"[{section}] {given[0]} is set but url is not: set url, or remove the section")
         return
-    if not URL_PATTERN.match(settings.url):
-        problems.append(f"[{section}] url must start with http:// or https://, not {settings.url!r}")
+    # The URL itself is not shown: a user:password@ or a ?token= in it would be a secret.
+    if "@" in urllib.parse.urlsplit(settings.url).netloc:
+        problems.append(f"[{section}] url must not hold a user name or password (the key goes in {key} or {key}_file)")
+    elif not URL_PATTERN.match(settings.url):
+        problems.append(f"[{section}] url must be an http:// or https:// address such as http://127.0.0.1:8096")
     if len(given) != 1:
         problems.append(f"[{section}] needs exactly one of {key} and {key}_file")
+    if getattr(settings, key) and _inner_blank_or_control(getattr(settings, key)):
+        problems.append(f"[{section}] {key} holds a space, a line break or a control character; give the key alone")
 
 
 def read_secret(value: str, file: str, where: str) -> str:
@@ -391,6 +416,11 @@ def read_secret(value: str, file: str, where: str) -> str:
         raise ConfigError(None, [f"{where}: cannot read {path} ({reason})"]) from None
     if not secret:
         raise ConfigError(None, [f"{where}: {path} is empty"])
+    if _inner_blank_or_control(secret):
+        raise ConfigError(
+            None, [f"{where}: {path} holds more than the key (a second line, a space or a control character); "
+                   "leave only the key in it"],
+        )  # fmt: skip
     return secret
 
 
@@ -415,7 +445,7 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
     sections = {}
     for key, value in raw.items():
         if key not in SECTIONS:
-            problems.append(f"unknown section [{key}]")
+            problems.append(f"unknown section [{key}]{_suggestion(key, SECTIONS)}")
             continue
         sections[key] = _build_section(SECTIONS[key], value, base, problems, key)
     config = Config(path=path.absolute(), **sections)

@@ -44,11 +44,12 @@ def _inside(path: Path, folders: tuple[Path, ...]) -> bool:
 
 
 def _parts_inside_inbox(path: Path, inboxes: tuple[Path, ...]) -> tuple[str, ...]:
-    """The path below its inbox: an inbox may itself lie in a hidden folder (~/.local/...)."""
-    for inbox in inboxes:
-        if path.is_relative_to(inbox):
-            return path.relative_to(inbox).parts
-    return path.parts
+    """The path below its nearest inbox: an inbox may itself lie in a hidden folder
+    (~/.local/..., or a hidden folder of another inbox)."""
+    holding = [inbox for inbox in inboxes if path.is_relative_to(inbox)]
+    if not holding:
+        return path.parts
+    return path.relative_to(max(holding, key=lambda inbox: len(inbox.parts))).parts
 
 
 def accept(path: Path, inboxes: tuple[Path, ...], extensions: tuple[str, ...], follow_symlinks: bool) -> bool:

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from contract import models
 from contract.errors import AutoKRError
 from contract.media import find_ffmpeg, find_ffprobe
 from daemon.announcer import Notifications, senders_for
@@ -153,11 +154,6 @@ def _reachable(url: str, seconds: float = 5.0) -> bool:
         return False
 
 
-def _downloaded(model_dir: Path, name: str) -> bool:
-    tail = name.rsplit("/", 1)[-1]
-    return model_dir.is_dir() and any(tail in path.name for path in model_dir.glob("**/*") if path.is_dir())
-
-
 def check_models(
     config: Config, chosen: dict[str, Any], reachable: Callable[[str], bool] = _reachable
 ) -> Iterator[Check]:
@@ -165,13 +161,12 @@ def check_models(
     for kind in ("whisper", "translator"):
         setting = getattr(config.models, kind)
         name = str(chosen.get(kind) or setting)
-        path = Path(setting).expanduser()
-        if setting.startswith(("/", "./", "../", "~")) or path.suffix == ".pt":
-            ok = path.exists()
-            fix = "" if ok else f"fix [models] {kind}: the path does not exist"
-            yield Check(f"{kind} model", ok, f"{path}" + ("" if ok else " is missing"), fix, not ok)
-        elif _downloaded(config.model_dir, name):
-            yield Check(f"{kind} model", True, f"{name}, downloaded under {config.model_dir}")
+        if models.is_path(setting):
+            ok = Path(setting).exists()
+            fix = "" if ok else f"fix [models] {kind} in {config.path}: no such folder or file"
+            yield Check(f"{kind} model", ok, setting + ("" if ok else " does not exist"), fix, not ok)
+        elif (found := models.downloaded(kind, name, config.model_dir)) is not None:
+            yield Check(f"{kind} model", True, f"{name}, downloaded ({found})")
         else:
             online = reachable(HUB) if online is None else online
             fix = f"connect this machine to the internet once, or download {name} elsewhere and set [models] {kind}"

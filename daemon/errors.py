@@ -29,12 +29,26 @@ class DatabaseTooNew(StoreError):
     """The database was written by a newer AutoKR; it is left untouched."""
 
 
+class DatabaseTooOld(StoreError):
+    """A reading command met a database the daemon has not upgraded yet; it is left untouched."""
+
+
 class DatabaseCorrupt(StoreError):
     """The database file is not a usable SQLite database; it is left untouched."""
 
 
-class StateFull(StoreError):
+class StorePaused(StoreError):
+    """Nothing was written, for a reason that passes by itself: the daemon pauses (claims no
+    new work, keeps the events it could not record) and carries on when it has passed."""
+
+
+class StateFull(StorePaused):
     """The state folder's disk is full: nothing was written; the daemon pauses until space is back."""
+
+
+class DatabaseLocked(StorePaused):
+    """Another process (a ``sqlite3`` shell left in a transaction, a backup, ``VACUUM``) holds
+    the database's write lock: nothing was written; the daemon pauses until it is released."""
 
 
 class AlreadyRunning(AutoKRError):

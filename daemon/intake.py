@@ -22,10 +22,11 @@ from loguru import logger
 from contract.errors import PermanentError, WorkerError
 from contract.files import file_signature
 from contract.media import probe
+from contract.subtitles import existing_sidecars
 from daemon import discovery, stages
 from daemon.announcer import Teller
 from daemon.config import Config
-from daemon.errors import StateFull
+from daemon.errors import StorePaused
 from daemon.jobs import Job, JobState
 from daemon.store import Store
 from daemon.watcher import InboxWatcher
@@ -52,7 +53,7 @@ class Intake:
         self.teller = teller
         self.monotonic = monotonic
         self.tracker = discovery.StabilityTracker(config.daemon.stable_seconds, monotonic)
-        self.watcher = InboxWatcher(config.daemon.inbox, wake)
+        self.watcher = InboxWatcher(config.daemon.inbox, wake, monotonic)
         self.next_scan_at = 0.0
         self.unusable_seen: set[tuple[str, int, int, str]] = set()  # problems already logged
 
@@ -65,7 +66,7 @@ class Intake:
     def reload(self, config: Config) -> None:
         if config.daemon.inbox != self.config.daemon.inbox:
             self.watcher.stop()
-            self.watcher = InboxWatcher(config.daemon.inbox, self.wake)
+            self.watcher = InboxWatcher(config.daemon.inbox, self.wake, self.monotonic)
             self.watcher.start()
         self.config = config
         self.tracker.stable_seconds = config.daemon.stable_seconds
@@ -73,6 +74,7 @@ class Intake:
 
     def turn(self) -> None:
         """The paths inotify reported, a scan when one is due, and the files now stable."""
+        self.watcher.check()
         for path in self.watcher.drain():
             self.consider(path)
         if self.monotonic() >= self.next_scan_at:
@@ -84,7 +86,7 @@ class Intake:
         cannot be a job). Nothing about one path can stop the daemon."""
         try:
             self._look_at(path.absolute())
-        except StateFull:
+        except StorePaused:
             raise
         except Exception as error:  # noqa: BLE001 - one odd file must never stop the daemon
             self._unusable(path.absolute(), _describe_path_problem(error))
@@ -130,7 +132,7 @@ class Intake:
             if known and (known.state, known.error, known.signature) == (JobState.FAILED, reason, (size, mtime_ns)):
                 return  # recorded before (this run, or one before a restart)
             self.store.add(str(path), size, mtime_ns, state=JobState.FAILED, error=reason)
-        except StateFull:
+        except StorePaused:
             self.unusable_seen.discard(key)
             raise
         except Exception as error:  # noqa: BLE001 - not even recordable: say so once and go on
@@ -153,7 +155,7 @@ class Intake:
         for number, stable in enumerate(ready[:PROMOTIONS_PER_TURN]):
             try:
                 self._promote(stable)
-            except StateFull:
+            except StorePaused:
                 for later in ready[number:]:  # recorded once there is space again
                     self.tracker.pending[later.path] = discovery.Observation(later.size, later.mtime_ns, 0.0)
                 raise
@@ -181,10 +183,19 @@ class Intake:
             return
         target = targets[0]
         own = known.facts.subtitles.get(str(target)) if known else None
-        if os.path.lexists(target) and (own is None or list(own) != file_signature(target)):
-            note = f"{target.name} already exists"
+        theirs = [
+            sidecar
+            for sidecar in existing_sidecars(stable.path, languages.target)
+            if sidecar != target or own is None or list(own) != file_signature(target)
+        ]
+        if theirs:
+            note = f"{theirs[0].name} already exists"
             self.store.add(path, stable.size, stable.mtime_ns, state=JobState.SKIPPED, note=note)
-            logger.info("skipped {}: {} already exists", path, target.name)
+            logger.info("skipped {}: {}", path, note)
+            return
+        folder_problem = _unwritable(stable.path.parent)
+        if folder_problem:
+            self._unusable(stable.path, folder_problem)
             return
         try:
             probe(stable.path)
@@ -199,6 +210,21 @@ class Intake:
             return
         job = self.store.add(path, stable.size, stable.mtime_ns)
         logger.info("{} {} (job {})", "restarting changed" if replaced else "queued", path, job.id)
+
+
+def _unwritable(folder: Path) -> str | None:
+    """Why no subtitle could be written into ``folder`` (said now, before any stage runs)."""
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return None
+    if read_only:
+        return (
+            f"cannot write subtitles beside it: {folder} is not writable (a read-only file system); mount it writable"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write subtitles beside it: {folder} is not writable by the user AutoKR runs as"
+    return None
 
 
 def _describe_path_problem(error: BaseException) -> str:

@@ -88,6 +88,10 @@ class JobFacts:
     """The video's (size, mtime_ns) that the subtitles were made from."""
     memory_levels: dict[str, int] = field(default_factory=dict)
     """Per stage, how many steps down after running out of GPU memory."""
+    languages: tuple[str, str] | None = None
+    """(source, target) as the config said when the job's first stage started: its later
+    stages keep them, so a reload that changes ``[languages]`` applies to jobs that start after
+    it (Korean text is never written as ``Video.en.srt``)."""
 
     @classmethod
     def from_json(cls, text: str | None) -> JobFacts:
@@ -98,6 +102,7 @@ class JobFacts:
             subtitles={path: (int(sig[0]), int(sig[1])) for path, sig in value.get("subtitles", {}).items()},
             subtitles_for=(int(written_for[0]), int(written_for[1])) if written_for else None,
             memory_levels={stage: int(level) for stage, level in value.get("memory_levels", {}).items()},
+            languages=(str(value["languages"][0]), str(value["languages"][1])) if value.get("languages") else None,
         )
 
     def to_json(self) -> str:
@@ -110,6 +115,8 @@ class JobFacts:
             value["subtitles_for"] = list(self.subtitles_for)
         if self.memory_levels:
             value["memory_levels"] = self.memory_levels
+        if self.languages is not None:
+            value["languages"] = list(self.languages)
         return json.dumps(value)  # ASCII escapes: a name that is not UTF-8 survives (\udcXX)
 
     def kept_for_new_content(self) -> JobFacts:

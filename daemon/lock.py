@@ -49,3 +49,23 @@ class StateLock:
         if self.descriptor is not None:
             os.close(self.descriptor)
             self.descriptor = None
+
+
+def holder(state_dir: Path) -> int | None:
+    """The pid of the daemon that holds ``state_dir``'s lock, or None when none does; asked of
+    ``/proc/locks`` without taking the lock (a daemon starting that instant must not find it
+    taken by ``autokr status``)."""
+    path = state_dir / LOCK_NAME
+    try:
+        status = os.stat(path)
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+            with contextlib.suppress(OSError, ValueError):
+                return int(path.read_text(encoding="ascii").strip())  # the pid as the daemon wrote it
+            return int(fields[4])
+    return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -31,11 +32,13 @@ def _escape_message(record: Any) -> None:
     record["message"] = printable(record["message"])
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, sink: Callable[[str], None] | None = None) -> None:
+    """``sink``: where lines go instead of stderr (``autokr once``'s progress bar clears its
+    line first, so a log line never shares a line with it)."""
     logger.remove()
     logger.configure(patcher=_escape_message)
     level = "DEBUG" if verbose or os.environ.get("AUTOKR_DEBUG") else "INFO"
     if os.environ.get("JOURNAL_STREAM"):
-        logger.add(sys.stderr, level=level, format=_journal_format, colorize=False)
+        logger.add(sink or sys.stderr, level=level, format=_journal_format, colorize=False)
     else:
-        logger.add(sys.stderr, level=level, format="{time:YYYY-MM-DD HH:mm:ss} {level: <7} {message}")
+        logger.add(sink or sys.stderr, level=level, format="{time:YYYY-MM-DD HH:mm:ss} {level: <7} {message}")

@@ -21,11 +21,14 @@ Keys and tokens travel only in headers: never in a URL, a log line or an error m
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
+import os
 import socket
-import urllib.error
+import threading
+import time
 import urllib.parse
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -33,9 +36,13 @@ from typing import Any, Protocol
 from xml.etree import ElementTree
 
 from contract.errors import AutoKRError
+from contract.protocol import printable
 
 TIMEOUT_SECONDS = 10.0
-CHANGES = ("Created", "Modified", "Deleted")
+"""The whole of one call, connect to last byte."""
+MAX_REPLY_BYTES = 4_000_000
+"""Jellyfin's and Plex's answers to these calls are a few KB; a library list of thousands of
+folders stays far below this."""
 
 
 class ServerError(AutoKRError):
@@ -100,30 +107,83 @@ def _request(
     body: bytes | None = None,
     timeout: float = TIMEOUT_SECONDS,
 ) -> bytes:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers)
+    """One HTTP call, bounded in every way a server can stretch it: ``timeout`` is the whole
+    call's deadline (connect, headers and body together: a server that trickles a byte every
+    few seconds is cut off), the answer is read up to ``MAX_REPLY_BYTES``, and a redirect is a
+    failure, never followed (the key would go with it to wherever it points). Anything at all
+    that goes wrong is ``Unreachable`` (or ``Rejected``) with one sentence, so one bad server
+    never stops the others.
+    """
+    parts = urllib.parse.urlsplit(url)
+    connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    deadline = threading.Timer(timeout, _cut, (connection,))
+    deadline.daemon = True
+    deadline.start()
+    started = time.monotonic()
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the configured URL
-            data: bytes = response.read()
-            return data
-    except urllib.error.HTTPError as error:
-        if error.code in (401, 403):
-            raise Rejected(f"{server} rejected the {key_name} (HTTP {error.code}); check it in the config") from None
-        raise Unreachable(f"{server} answered HTTP {error.code} {error.reason}") from None
-    except urllib.error.URLError as error:
-        reason = error.reason
-        if isinstance(reason, ConnectionRefusedError):
-            text = "connection refused"
-        elif isinstance(reason, TimeoutError):
-            text = f"no answer within {timeout:g} s"
-        elif isinstance(reason, socket.gaierror):
-            text = "its host name does not resolve"
-        else:
-            text = str(getattr(reason, "strerror", None) or reason)
-        raise Unreachable(f"{server}: {text}") from None
+        connection.request(method, target or "/", body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read(MAX_REPLY_BYTES + 1)
+        if time.monotonic() - started >= timeout:
+            raise TimeoutError
     except TimeoutError:
         raise Unreachable(f"{server}: no answer within {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise Unreachable(f"{server}: connection refused") from None
+    except socket.gaierror:
+        raise Unreachable(f"{server}: its host name does not resolve") from None
+    except (http.client.HTTPException, ValueError) as error:
+        if time.monotonic() - started >= timeout:
+            raise Unreachable(f"{server}: no answer within {timeout:g} s") from None
+        raise Unreachable(f"{server} did not answer as {server} does ({type(error).__name__}); check its url") from None
     except OSError as error:
-        raise Unreachable(f"{server}: {error.strerror or error}") from None
+        if time.monotonic() - started >= timeout:
+            raise Unreachable(f"{server}: no answer within {timeout:g} s") from None
+        raise Unreachable(f"{server}: {error.strerror or type(error).__name__}") from None
+    finally:
+        deadline.cancel()
+        connection.close()
+    if len(data) > MAX_REPLY_BYTES:
+        raise Unreachable(f"{server} answered more than {MAX_REPLY_BYTES // 1_000_000} MB; check its url")
+    if response.status in (401, 403):
+        raise Rejected(f"{server} rejected the {key_name} (HTTP {response.status}); check it in the config")
+    if 300 <= response.status < 400:
+        location = _without_secrets(response.getheader("Location") or "")
+        raise Unreachable(f"{server} redirected to {location or 'another address'}; set url to the final address")
+    if response.status >= 400:
+        raise Unreachable(f"{server} answered HTTP {response.status} {response.reason}")
+    return data
+
+
+def _cut(connection: http.client.HTTPConnection) -> None:
+    """The deadline passed: the blocked read ends (with an error) when the socket is shut."""
+    with contextlib.suppress(OSError, AttributeError):
+        connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+def _without_secrets(url: str) -> str:
+    """``scheme://host:port/path`` of a URL, without a user, password or query that may hold a key."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return ""
+    return printable(f"{parts.scheme}://{host}{port}{parts.path}" if host else parts.path)
+
+
+def _json(server: str, data: bytes, kind: type) -> Any:
+    """The answer parsed as JSON of ``kind`` (list, dict), else ``Unreachable``: a login page or
+    another program on the port is a server that does not answer, not a crash."""
+    try:
+        value = json.loads(data or (b"[]" if kind is list else b"{}"))
+    except ValueError:
+        value = None
+    if not isinstance(value, kind):
+        raise Unreachable(f"{server} did not answer as {server} does (not the JSON it sends); check its url")
+    return value
 
 
 def _inside(path: str, folders: list[str]) -> bool:
@@ -149,9 +209,14 @@ class Jellyfin:
         self._call("POST", "/Library/Media/Updated", {"Updates": updates})
 
     def check(self, probe_path: str) -> list[str]:
-        self._call("GET", "/System/Info")
-        folders = json.loads(self._call("GET", "/Library/VirtualFolders") or b"[]")
-        locations = [str(location) for folder in folders for location in folder.get("Locations", [])]
+        _json("Jellyfin", self._call("GET", "/System/Info"), dict)
+        folders = _json("Jellyfin", self._call("GET", "/Library/VirtualFolders"), list)
+        locations = [
+            str(location)
+            for folder in folders
+            if isinstance(folder, dict) and isinstance(folder.get("Locations"), list)
+            for location in folder["Locations"]
+        ]
         mapped = map_path(probe_path, self.path_map)
         if _inside(mapped, locations):
             return []
@@ -176,8 +241,8 @@ class Plex:
         answer (XML, its default)."""
         try:
             container = ElementTree.fromstring(self._get("/library/sections"))
-        except ElementTree.ParseError as error:
-            raise Unreachable(f"Plex answered something that is not its section list ({error})") from None
+        except ElementTree.ParseError:
+            raise Unreachable("Plex did not answer as Plex does (not its section list); check its url") from None
         return [
             (str(directory.get("key")), [str(location.get("path", "")) for location in directory.iter("Location")])
             for directory in container.iter("Directory")
@@ -202,7 +267,8 @@ class Plex:
         section = self.section_for(mapped)
         if section is None:
             raise Unreachable(f"Plex has no library holding {mapped}; check [plex] path_map")
-        self._get(f"/library/sections/{section}/refresh?path={urllib.parse.quote(mapped, safe='')}")
+        # The folder's bytes as the file system has them (a Shift-JIS name is not UTF-8).
+        self._get(f"/library/sections/{section}/refresh?path={urllib.parse.quote(os.fsencode(mapped), safe='')}")
 
     def check(self, probe_path: str) -> list[str]:
         mapped = map_path(probe_path, self.path_map)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
+from contract.errors import AutoKRError
 from contract.pipeline import LAST_STAGE, STAGES
 from contract.protocol import StageDone
 from daemon import stages
@@ -23,24 +26,67 @@ from daemon.errors import WorkerFailed
 from daemon.jobs import JobId
 
 
-class ProgressBar:
-    """A one-line bar on a terminal; plain lines elsewhere (logs, pipes)."""
+class OnceRefused(AutoKRError):
+    """``autokr once`` would write where it must not; said before the first stage runs."""
 
-    def __init__(self, stream=sys.stderr) -> None:  # type: ignore[no-untyped-def]
+
+class ProgressBar:
+    """A one-line bar on a terminal; plain lines elsewhere (logs, pipes). A log line clears the
+    bar first (``log_line``, the logging sink while ``once`` runs)."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.interactive = stream.isatty()
+        self.drawn = False
 
     def show(self, stage: str, percent: float) -> None:
         if self.interactive:
             filled = int(percent / 100 * 30)
             self.stream.write(f"\r{stage:<10} [{'#' * filled}{'.' * (30 - filled)}] {percent:5.1f}%")
             self.stream.flush()
+            self.drawn = True
+
+    def _clear(self) -> None:
+        if self.drawn:
+            self.stream.write("\r" + " " * 60 + "\r")
+            self.drawn = False
+
+    def log_line(self, message: str) -> None:
+        self._clear()
+        self.stream.write(message)
+        self.stream.flush()
 
     def finish(self, stage: str, seconds: float) -> None:
-        if self.interactive:
-            self.stream.write("\r" + " " * 60 + "\r")
+        self._clear()
         self.stream.write(f"{stage:<10} done in {seconds:.1f} s\n")
         self.stream.flush()
+
+
+def check_outputs(config: Config, video: Path, output: Path | None, force: bool) -> None:
+    """Before any stage runs: what ``once`` would write is a file it may write. Never the
+    video itself, never a folder, never into a folder that is missing or read-only, and never
+    over a file that is already there (a person's subtitle, or one of an earlier run) unless
+    ``force``.
+
+    Raises:
+        OnceRefused: with one sentence that names the file.
+    """
+    if not video.is_file():
+        raise OnceRefused(f"{video} is not a video file")
+    outputs = [output or stages.subtitle_path(video, config.languages.target)]
+    if config.daemon.write_source_subtitles and output is None:
+        outputs.append(stages.subtitle_path(video, config.languages.source))
+    for path in outputs:
+        if path.exists() and path.samefile(video):
+            raise OnceRefused(f"{path} is the video itself; give -o a subtitle name such as {video.stem}.ko.srt")
+        if path.is_dir():
+            raise OnceRefused(f"{path} is a folder; give -o a file name such as {path / (video.stem + '.ko.srt')}")
+        if not path.parent.is_dir():
+            raise OnceRefused(f"the folder {path.parent} does not exist; create it first, or give -o another file")
+        if not os.access(path.parent, os.W_OK | os.X_OK):
+            raise OnceRefused(f"cannot write {path}: its folder is not writable by this user")
+        if os.path.lexists(path) and not force:
+            raise OnceRefused(f"{path} already exists; AutoKR keeps it (add --force to replace it)")
 
 
 class _OneVideo:
@@ -65,14 +111,25 @@ class _OneVideo:
         self.failure = ending.reason
 
 
-def run_once(config: Config, video: Path, output: Path | None, quiet_logs: bool = True) -> list[Path]:
-    """Runs every stage for ``video``; returns the subtitle files written.
+def run_once(
+    config: Config,
+    video: Path,
+    output: Path | None,
+    quiet_logs: bool = True,
+    force: bool = False,
+    bar: ProgressBar | None = None,
+) -> list[Path]:
+    """Runs every stage for ``video``; returns the subtitle files written. ``force``: replace
+    a subtitle that is already there.
 
     Raises:
+        OnceRefused: the output is not a file ``once`` may write (before any stage).
         WorkerFailed: a stage failed; carries the reason and the worker's stderr tail.
     """
     video = video.absolute()
-    bar = ProgressBar()
+    output = output.absolute() if output is not None else None
+    check_outputs(config, video, output, force)
+    bar = bar or ProgressBar()
     job_id = JobId(1)
     with tempfile.TemporaryDirectory(prefix="autokr-once-") as work:
         config = dataclasses.replace(config, daemon=dataclasses.replace(config.daemon, state_dir=Path(work)))
@@ -83,9 +140,9 @@ def run_once(config: Config, video: Path, output: Path | None, quiet_logs: bool 
             )
         written: list[Path] = []
         for stage in STAGES:
-            item = stages.batch_item(config, stage, job_id, video, force=True)
+            item = stages.batch_item(config, stage, job_id, video, force=force)
             if stage == LAST_STAGE and output is not None:
-                item = dataclasses.replace(item, output=output.absolute())
+                item = dataclasses.replace(item, output=output)
             manifest = Path(work) / f"{stage}.json"
             stages.write_manifest(manifest, [item])
             lines: list[str] = []

@@ -3,14 +3,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from contract.files import write_json_atomically
 from daemon.jobs import JobState
 from daemon.notify import Notifier
 
 PING_SECONDS = 1.0
+PROBLEMS_FILE = "problems.json"  # what the running daemon says is wrong, for `autokr status`
+
+
+def write_problems(state_dir: Path, problems: list[str]) -> None:
+    """The daemon's current problems (inotify not watching, a reload refused, a key file that
+    cannot be read), where ``autokr status`` reads them; a full disk must not stop the daemon."""
+    with contextlib.suppress(OSError):
+        write_json_atomically(state_dir / PROBLEMS_FILE, problems)
+
+
+def read_problems(state_dir: Path) -> list[str]:
+    try:
+        found = json.loads((state_dir / PROBLEMS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [str(problem) for problem in found] if isinstance(found, list) else []
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,15 @@ A video's path is kept losslessly: ``path_key`` holds the bytes of its name as t
 has them (a Shift-JIS name is not UTF-8), and is the job's identity; ``path`` holds a readable
 text form for people looking at the file with the ``sqlite3`` shell.
 
-A write that fails because the state folder's disk is full raises ``StateFull``: nothing was
-written (the transaction is rolled back), and the daemon pauses until space is back.
+A write that fails because the state folder's disk is full raises ``StateFull``, one that
+finds the write lock held by another process for ``BUSY_SECONDS`` (a ``sqlite3`` shell left in a
+transaction, a backup, ``VACUUM``) raises ``DatabaseLocked``: nothing was written (the
+transaction is rolled back), and the daemon pauses until it has passed. A locked database is
+healthy: it is never called damaged.
+
+Only ``autokr run`` migrates (``Store(path)``); the commands that only read open it with
+``writable=False``, which changes nothing in the file, and refuse a database of an older schema
+with a sentence that says to start the daemon once.
 """
 
 from __future__ import annotations
@@ -32,7 +39,16 @@ import sqlite_utils
 
 from contract.pipeline import FIRST_STAGE, LAST_STAGE, STAGES
 from daemon import scheduler
-from daemon.errors import DatabaseCorrupt, DatabaseTooNew, JobNotFound, JobNotRetryable, StateFull, StoreError
+from daemon.errors import (
+    DatabaseCorrupt,
+    DatabaseLocked,
+    DatabaseTooNew,
+    DatabaseTooOld,
+    JobNotFound,
+    JobNotRetryable,
+    StateFull,
+    StoreError,
+)
 from daemon.jobs import Job, JobFacts, JobId, JobState, Signature, StageRecord
 from daemon.migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -40,6 +56,10 @@ from daemon.migrations import MIGRATIONS, SCHEMA_VERSION
 # claims no new work until there is more, and ``autokr status`` says so.
 MIN_STATE_FREE_BYTES = 4 * 1024 * 1024
 MIN_STATE_FREE_INODES = 16
+# How long a write waits for another process's write lock before the daemon pauses instead. The
+# daemon's own transactions and those of `autokr retry` take milliseconds; this bounds how long
+# the main loop can be held up by someone else's (the watchdog allows 120 s).
+BUSY_SECONDS = 10.0
 
 
 def path_key(path: str) -> bytes:
@@ -59,9 +79,36 @@ def state_space_problem(folder: Path) -> str | None:
     except OSError:
         return None
     free = stats.f_bavail * stats.f_frsize
-    if free < MIN_STATE_FREE_BYTES or (stats.f_files and stats.f_favail < MIN_STATE_FREE_INODES):
+    if stats.f_files and stats.f_favail < MIN_STATE_FREE_INODES:
+        return f"state folder is full (no free inodes: {stats.f_favail} files can still be made in {folder})"
+    if free < MIN_STATE_FREE_BYTES:
         return f"state folder is full ({free // 1024} KiB free in {folder})"
     return None
+
+
+def lock_holders(path: Path) -> list[int]:
+    """The other processes that have ``path`` (or its ``-wal``/``-shm``) open, as far as
+    ``/proc`` shows them to this user: who may hold its lock."""
+    names = {str(path.absolute()), f"{path.absolute()}-wal", f"{path.absolute()}-shm"}
+    holders = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in names for fd in (entry / "fd").iterdir()):
+                holders.append(int(entry.name))
+    return holders
+
+
+def _locked(path: Path) -> DatabaseLocked:
+    holders = lock_holders(path)
+    who = f" (pid {', '.join(map(str, holders))})" if holders else ""
+    return DatabaseLocked(f"the database {path} is locked by another process{who}")
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    name = getattr(error, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in str(error)
 
 
 def _database_problem(path: Path, error: Exception) -> DatabaseCorrupt:
@@ -75,15 +122,41 @@ def _database_problem(path: Path, error: Exception) -> DatabaseCorrupt:
 class Store:
     """The narrow interface the rest of AutoKR uses; SQL stays in this module."""
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        path: Path,
+        clock: Callable[[], float] = time.time,
+        writable: bool = True,
+        migrate: bool = True,
+        busy_seconds: float = BUSY_SECONDS,
+    ) -> None:
+        """``writable=False``: for commands that only read; nothing in the file changes.
+        ``migrate=False``: for commands that write a row (``retry``); only the daemon upgrades
+        a database. Without either, a database of an older schema is refused
+        (``DatabaseTooOld``) and left as it is."""
         self.path = path
         self.clock = clock
-        self._refuse_if_unusable()
+        existed = path.exists()
+        current = self._refuse_if_unusable()
+        if not (writable and (migrate or not existed)) and current < SCHEMA_VERSION:
+            raise DatabaseTooOld(
+                f"{path} is from an older AutoKR (schema {current}, this one reads {SCHEMA_VERSION}); "
+                "start the daemon once (systemctl start autokr, or autokr run) to upgrade it, then try again"
+            )
+        if not writable:
+            connection = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True, isolation_level=None,
+                                         check_same_thread=False, timeout=busy_seconds)  # fmt: skip
+            self.db = sqlite_utils.Database(connection)
+            return
         try:
-            connection = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA busy_timeout = 30000")
+            connection = sqlite3.connect(str(path), timeout=busy_seconds, isolation_level=None, check_same_thread=False)
+            connection.execute(f"PRAGMA busy_timeout = {int(busy_seconds * 1000)}")
             mode = connection.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             connection.execute("PRAGMA synchronous = FULL")
+        except sqlite3.OperationalError as error:
+            if _is_busy(error):
+                raise _locked(path) from error
+            raise _database_problem(path, error) from error
         except sqlite3.DatabaseError as error:
             raise _database_problem(path, error) from error
         if str(mode).lower() != "wal":
@@ -93,12 +166,12 @@ class Store:
         self.db = sqlite_utils.Database(connection)
         self._migrate()
 
-    def _refuse_if_unusable(self) -> None:
+    def _refuse_if_unusable(self) -> int:
         """Checks an existing file read-only before anything writes to it: switching to WAL
         alone rewrites its header, a database from a newer AutoKR must stay as it is, and one
         with damaged pages (``PRAGMA quick_check``) must be refused before it is used."""
         if not self.path.exists():
-            return
+            return SCHEMA_VERSION
         try:
             connection = sqlite3.connect(f"{self.path.absolute().as_uri()}?mode=ro", uri=True, timeout=30)
             try:
@@ -118,6 +191,7 @@ class Store:
                 f"{self.path} was written by a newer AutoKR (schema {current}, this one knows "
                 f"{SCHEMA_VERSION}); AutoKR left it untouched. Upgrade AutoKR."
             )
+        return int(current)
 
     def close(self) -> None:
         self.db.conn.close()
@@ -149,7 +223,22 @@ class Store:
         except sqlite3.OperationalError as error:
             if self._disk_full(error):
                 raise StateFull(state_space_problem(self.path.parent) or f"state folder is full ({error})") from error
+            if _is_busy(error):
+                raise _locked(self.path) from error
             raise
+
+    def lock_is_free(self) -> bool:
+        """Whether a write could start now, asked without waiting (while the daemon is paused
+        for another process's lock)."""
+        probe = sqlite3.connect(str(self.path), timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            probe.close()
 
     def _disk_full(self, error: sqlite3.OperationalError) -> bool:
         name = getattr(error, "sqlite_errorname", "")
@@ -272,17 +361,21 @@ class Store:
         return [self.get(job_id) for (job_id,) in rows]
 
     def ready(self) -> list[Job]:
-        """Queued jobs whose backoff is over, oldest first."""
-        return self._rows("state = ? AND not_before <= ?", (JobState.QUEUED.value, self.clock()))
+        """Queued jobs whose backoff is over, oldest first. A clock that stepped back below the
+        moment a backoff began (an RTC corrected by NTP) ends that backoff rather than
+        stretching it by the jump."""
+        now = self.clock()
+        return self._rows("state = ? AND (not_before <= ? OR updated_at > ?)", (JobState.QUEUED.value, now, now))
 
     def next_batch(self, limit: int, stages: Collection[str] = STAGES) -> list[Job]:
         """Up to ``limit`` jobs for the next worker, at one of ``stages`` (what its slot runs),
         as ``daemon.scheduler`` decides (read only; ``claim`` takes them)."""
         return scheduler.next_batch([job for job in self.ready() if job.stage in stages], STAGES, limit)
 
-    def claim(self, jobs: list[Job]) -> list[Job]:
+    def claim(self, jobs: list[Job], languages: tuple[str, str] | None = None) -> list[Job]:
         """Marks ``jobs`` running, counting a run of their stage; returns those still waiting
-        as they were (a job changed meanwhile is left out)."""
+        as they were (a job changed meanwhile is left out). ``languages``: pinned on the jobs
+        whose first stage starts now (``JobFacts.languages``)."""
         claimed = []
         with self._write() as connection:
             for job in jobs:
@@ -293,7 +386,10 @@ class Store:
                     continue
                 runs = json.loads(row[3])
                 runs[job.stage] = runs.get(job.stage, 0) + 1
-                self._update(connection, job.id, state=JobState.RUNNING, progress=0.0, runs=json.dumps(runs))
+                pinned = {}
+                if languages is not None and job.stage == FIRST_STAGE:
+                    pinned["facts"] = replace(self._facts(connection, job.id), languages=languages).to_json()
+                self._update(connection, job.id, state=JobState.RUNNING, progress=0.0, runs=json.dumps(runs), **pinned)
                 claimed.append(job.id)
         return [self.get(job_id) for job_id in claimed]
 
@@ -422,7 +518,9 @@ class Store:
                     error=None, stderr_tail=None, note=None, progress=None, force=1,
                     generation=job.generation + 1,
                 )  # fmt: skip
-            elif job.state in (JobState.FAILED, JobState.DROPPED):
+            elif job.state in (JobState.FAILED, JobState.DROPPED) or (
+                job.state == JobState.QUEUED and job.not_before > self.clock()
+            ):  # failed, or waiting out a backoff after a failed attempt
                 self._update(
                     connection, job.id, state=JobState.QUEUED, attempts=0, not_before=0, error=None,
                     stderr_tail=None, progress=None, generation=job.generation + 1,

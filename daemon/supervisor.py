@@ -6,14 +6,16 @@ turn: stop/reload flags → intake (inotify paths, periodic scan, promotion: ``d
 next batch, as ``daemon/scheduler.py`` picks it → status and watchdog ping
 (``daemon/status.py``).
 
-A full state folder (``StateFull`` from the store, or too little free space) pauses the daemon:
-it claims no new work, keeps the events it could not record, says "state folder is full" in
-``STATUS=``, and carries on by itself once there is space again.
+A full state folder (``StateFull`` from the store, or too little free space) or a database
+locked by another process (``DatabaseLocked``) pauses the daemon: it claims no new work, keeps
+the events it could not record, says why in ``STATUS=``, and carries on by itself once there is
+space again or the lock is released.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -29,17 +31,17 @@ from contract.files import describe_os_error
 from contract.pipeline import STAGE
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE
 from daemon import stages
-from daemon.announcer import Announcer, Teller, senders_for
+from daemon.announcer import Announcer, Teller, announcer_key, expire_unconfigured, senders_for
 from daemon.batch import BatchRunner
 from daemon.cluster import ClusterWatch, bridge_reason
-from daemon.config import Config, load_config
-from daemon.errors import ConfigError, StateFull
+from daemon.config import Config, LanguageSettings, load_config
+from daemon.errors import ConfigError, DatabaseLocked, StateFull, StorePaused
 from daemon.intake import Intake
 from daemon.jobs import Job, JobId
 from daemon.notify import Notifier
 from daemon.outcomes import Outcomes, failed
 from daemon.slots import Slot, plan_slots
-from daemon.status import Running, StatusReporter, status_line
+from daemon.status import Running, StatusReporter, status_line, write_problems
 from daemon.store import Store, state_space_problem
 
 STATE_FULL_RECHECK_SECONDS = 5.0  # while paused for a full state folder, look again this often
@@ -84,6 +86,7 @@ class Supervisor:
         self.flags = flags or Flags()
         self.monotonic = monotonic
         self.announcer: Announcer | None = None
+        self.announcer_key: object = None  # what the running announcer was made from (announcer_key)
         self.teller = Teller(store, ())
         self.announcement_problems: list[str] = []  # shown in STATUS= (a key file that cannot be read)
         self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
@@ -92,7 +95,9 @@ class Supervisor:
         self.cluster = ClusterWatch(config, monotonic)  # the Ray backend: reachable, or paused
         self.busy: dict[str, Busy] = {}  # slot name → the batch running there
         self.config_problem = ""  # shown in STATUS= until a reload succeeds
-        self.state_full = ""  # why the daemon is paused ("state folder is full ..."), or ""
+        self.problems_written: list[str] | None = None  # what <state_dir>/problems.json holds
+        self.state_full = ""  # why the daemon is paused ("state folder is full ...", "... locked ..."), or ""
+        self.paused_for_lock = False  # the pause is another process's lock on the database, not a full disk
         self.state_checked_at = 0.0
         # Test-only ($AUTOKR_DEBUG_STALL_AFTER): the main loop hangs this many seconds after
         # start, to prove that systemd's watchdog restarts a wedged daemon.
@@ -107,8 +112,8 @@ class Supervisor:
             for job in self.store.recover_interrupted():
                 logger.info("resuming {} at stage {} (interrupted)", job.path, job.stage)
                 self._sweep_temporary_files(job)
-        except StateFull as error:
-            self._pause(str(error))
+        except StorePaused as error:
+            self._pause(str(error), locked=isinstance(error, DatabaseLocked))
         self._plan_slots()
         self._start_announcer()
         self.intake.start()
@@ -158,13 +163,17 @@ class Supervisor:
         """Runs ``step``; a full state folder pauses the daemon instead of stopping it."""
         try:
             step()
-        except StateFull as error:
-            self._pause(str(error))
+        except StorePaused as error:
+            self._pause(str(error), locked=isinstance(error, DatabaseLocked))
 
-    def _pause(self, reason: str) -> None:
+    def _pause(self, reason: str, locked: bool = False) -> None:
         if not self.state_full:
-            logger.error("{}: AutoKR pauses (no new work) until space is freed there", reason)
+            if locked:
+                logger.error("{}; AutoKR pauses (no new work) until it is released", reason)
+            else:
+                logger.error("{}: AutoKR pauses (no new work) until space is freed there", reason)
         self.state_full = reason
+        self.paused_for_lock = locked
         self.state_checked_at = self.monotonic()
 
     def _state_has_room(self) -> bool:
@@ -173,12 +182,18 @@ class Supervisor:
         if now - self.state_checked_at < STATE_FULL_RECHECK_SECONDS:
             return False
         self.state_checked_at = now
-        problem = state_space_problem(self.config.daemon.state_dir)
-        if problem:
-            self.state_full = problem
-            return False
-        logger.info("the state folder has space again: AutoKR carries on")
+        if self.paused_for_lock:
+            if not self.store.lock_is_free():
+                return False
+            logger.info("the database is no longer locked: AutoKR carries on")
+        else:
+            problem = state_space_problem(self.config.daemon.state_dir)
+            if problem:
+                self.state_full = problem
+                return False
+            logger.info("the state folder has space again: AutoKR carries on")
         self.state_full = ""
+        self.paused_for_lock = False
         self.intake.next_scan_at = 0.0  # files seen while paused were not recorded: look again
         return True
 
@@ -187,7 +202,7 @@ class Supervisor:
         for busy in list(self.busy.values()):
             try:
                 self._stop_batch(busy)
-            except StateFull as error:  # the jobs stay "running": the next start resumes them
+            except StorePaused as error:  # the jobs stay "running": the next start resumes them
                 logger.warning("{}: interrupted jobs are resumed at the next start", error)
         self.intake.stop()
         if self.announcer is not None:
@@ -204,6 +219,18 @@ class Supervisor:
             self.config_problem = f"config reload failed, running on the old one: {error}"
             self.status.send(self._status(), READY=1)
             return
+        refused = ""
+        if new.daemon.state_dir != self.config.daemon.state_dir:
+            # The database, the lock and every job's work folder live there: moving them under
+            # running work is a restart's job.
+            new = dataclasses.replace(
+                new, daemon=dataclasses.replace(new.daemon, state_dir=self.config.daemon.state_dir)
+            )
+            refused = (
+                f"[daemon] state_dir changed in {new.path}: restart AutoKR to use it (systemctl restart autokr); "
+                f"it keeps {self.config.daemon.state_dir} until then"
+            )
+            logger.warning("{}", refused)
         self.intake.reload(new)
         old, self.config = self.config, new
         if (new.cluster, new.models.device) != (old.cluster, old.models.device):
@@ -211,7 +238,7 @@ class Supervisor:
             self.cluster = ClusterWatch(new, self.monotonic)
             self._plan_slots()
         self._start_announcer()
-        self.config_problem = ""
+        self.config_problem = refused
         logger.info("configuration reloaded from {}", new.path)
         self.status.send(self._status(), READY=1)
 
@@ -227,19 +254,28 @@ class Supervisor:
         logger.info("worker slots: {}", described)
 
     def _start_announcer(self) -> None:
-        """(Re)starts the thread that tells media servers and notification services, from the
-        config as it is now; a key refused before may have been replaced, so it is tried again."""
+        """(Re)starts the threads that tell media servers and notification services, from the
+        config as it is now; a key refused before may have been replaced, so it is tried again.
+        A reload that leaves the servers, services and keys as they were keeps the threads
+        running; one that changes them lets the old ones end by themselves (a call under way
+        ends at its deadline): the main loop never waits on a server."""
+        key = announcer_key(self.config)
+        with contextlib.suppress(StorePaused):
+            self.teller.outbox.retry_now()
+        if self.announcer is not None and key == self.announcer_key:
+            return
         if self.announcer is not None:
-            self.announcer.stop()
+            self.announcer.stop(timeout=0)
             self.announcer = None
+        self.announcer_key = key
         senders, self.announcement_problems = senders_for(self.config)
         for problem in self.announcement_problems:
             logger.error("{}", problem)
         self.teller.targets = tuple(senders)
+        with contextlib.suppress(StorePaused):
+            expire_unconfigured(self.teller.outbox, tuple(senders))
         if not senders:
             return
-        with contextlib.suppress(StateFull):
-            self.teller.outbox.retry_now()
         database = self.config.database_path
         self.announcer = Announcer(lambda: Store(database), senders, digest=self.config.notify.digest)
         self.announcer.start()
@@ -247,16 +283,30 @@ class Supervisor:
 
     # --- the running batch ---------------------------------------------------------------
 
+    def _languages(self, job: Job) -> tuple[str, str]:
+        """The job's (source, target): pinned when its first stage started, else the config's."""
+        return job.facts.languages or (self.config.languages.source, self.config.languages.target)
+
+    def _config_for(self, job: Job) -> Config:
+        """The config a job's stages run with: the current one, with the job's own languages."""
+        source, target = self._languages(job)
+        if (source, target) == (self.config.languages.source, self.config.languages.target):
+            return self.config
+        return dataclasses.replace(self.config, languages=LanguageSettings(source=source, target=target))
+
     def _start_next_batch(self, slot: Slot) -> None:
         waiting = self.store.next_batch(self.config.models.videos_per_worker, slot.stages)
         if not waiting:
             return
+        # One batch, one pair of languages (a reload may have changed them for newer jobs).
+        waiting = [job for job in waiting if self._languages(job) == self._languages(waiting[0])]
+        config = self._config_for(waiting[0])
         stage = waiting[0].stage
         manifest = self.config.work_dir / "manifests" / f"{stage}-{slot.name.replace(':', '').replace(' ', '-')}.json"
         # The manifest is written before the jobs are claimed, so a full state folder leaves
         # them waiting untouched (nothing to undo) and the daemon pauses.
         try:
-            items = self._write_manifest(manifest, stage, waiting)
+            items = self._write_manifest(config, manifest, stage, waiting)
         except OSError as error:  # a full or read-only work folder must not stop the daemon
             problem = state_space_problem(self.config.daemon.state_dir)
             if problem:
@@ -266,15 +316,15 @@ class Supervisor:
             for job in self.store.claim(waiting):
                 failed(self.config, self.store, self.teller, job, reason)
             return
-        jobs = self.store.claim(waiting)
+        jobs = self.store.claim(waiting, languages=self._languages(waiting[0]))
         if not jobs:
             return
         if len(jobs) != len(waiting):  # one changed meanwhile (autokr retry --force): not in this batch
-            items = self._write_manifest(manifest, stage, jobs)
+            items = self._write_manifest(config, manifest, stage, jobs)
         level = max(job.facts.memory_levels.get(stage, 0) for job in jobs)
         faults.crash_daemon_if_armed("before-worker", stage)
         batch = BatchRunner(
-            self.config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic, slot=slot
+            config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic, slot=slot
         )
         claimed = {job.id: job for job in jobs}
         outcomes = Outcomes(self.config, self.store, self.teller, batch, claimed, self.monotonic)
@@ -285,10 +335,12 @@ class Supervisor:
             "{} {} video(s) in worker pid {}{}: {}", STAGE[stage].verb, len(jobs), batch.worker.pid, where, names
         )
 
-    def _write_manifest(self, manifest: Path, stage: str, jobs: list[Job]) -> dict[JobId, stages.BatchItem]:
+    def _write_manifest(
+        self, config: Config, manifest: Path, stage: str, jobs: list[Job]
+    ) -> dict[JobId, stages.BatchItem]:
         items = {
             job.id: stages.batch_item(
-                self.config, stage, job.id, Path(job.path), job.force, job.signature,
+                config, stage, job.id, Path(job.path), job.force, job.signature,
                 own_subtitles=job.facts.subtitles,
             )
             for job in jobs
@@ -336,7 +388,7 @@ class Supervisor:
                 self._stop_batch(busy)
 
     def _sweep_temporary_files(self, job: Job) -> None:
-        item = stages.batch_item(self.config, job.stage, job.id, Path(job.path), job.force)
+        item = stages.batch_item(self._config_for(job), job.stage, job.id, Path(job.path), job.force)
         outputs = [item.output] + ([Path(item.extra["source_output"])] if item.extra.get("source_output") else [])
         stages.remove_temporary_files(outputs)
 
@@ -355,8 +407,12 @@ class Supervisor:
                     busy.slot.name if len(self.slots) > 1 else "",
                 )  # fmt: skip
             )
-        problems = [self.state_full, self.config_problem, self.cluster.problem, *self.announcement_problems]
-        problems = [problem for problem in problems if problem]
+        lasting = [self.intake.watcher.problem, self.config_problem, *self.announcement_problems]
+        lasting = [problem for problem in lasting if problem]
+        if lasting != self.problems_written:
+            write_problems(self.config.daemon.state_dir, lasting)
+            self.problems_written = lasting
+        problems = [problem for problem in (self.state_full, self.cluster.problem) if problem] + lasting
         return status_line(self.store.counts(), running, problems, paused=bool(self.state_full))
 
 

@@ -9,8 +9,10 @@ listens on 127.0.0.1 only.
   path="…"/>``), ``GET /library/sections/{key}/refresh?path=…`` (200); 401 without the
   ``X-Plex-Token`` header.
 
-Each can be told to fail (``fail_with``: a status for every request) or hang (``hang``: seconds
-before it answers); a wrong key gets 401.
+Each can be told to fail (``fail_with``: a status for every request), hang (``hang``: seconds
+before it answers), redirect (``redirect_to``: a 302 to that URL) or answer ``raw`` (a fixed
+body, e.g. an HTML login page); a wrong key gets 401. ``HostileServer`` speaks worse than that:
+an SSH banner, a reply that trickles or never ends.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: Any
+    raw_path: str = ""
+    """The request target exactly as sent (percent-escapes kept)."""
 
 
 @dataclass
@@ -46,6 +50,10 @@ class FakeServer:
     """Answer every request with this status (a server in trouble)."""
     hang: float = 0.0
     """Wait this long before answering (a server that hangs)."""
+    redirect_to: str | None = None
+    """Answer every request with ``302 Location: <this>``."""
+    raw: tuple[int, str, bytes] | None = None
+    """Answer every request with (status, content type, body)."""
 
     def __post_init__(self) -> None:
         self._server: ThreadingHTTPServer | None = None
@@ -68,11 +76,21 @@ class FakeServer:
                 parts = urllib.parse.urlsplit(self.path)
                 body = json.loads(raw) if raw and "json" in (self.headers.get("Content-Type") or "") else raw
                 request = Request(
-                    self.command, parts.path, urllib.parse.parse_qs(parts.query), dict(self.headers), body
+                    self.command, parts.path, urllib.parse.parse_qs(parts.query), dict(self.headers), body, self.path
                 )
                 fake.requests.append(request)
                 if fake.hang:
                     time.sleep(fake.hang)
+                if fake.redirect_to is not None or fake.raw is not None:
+                    status, kind, data = fake.raw or (302, "text/html", b"")
+                    self.send_response(status)
+                    if fake.redirect_to is not None:
+                        self.send_header("Location", fake.redirect_to)
+                    self.send_header("Content-Type", kind)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 status, payload = fake.respond(request)
                 xml = isinstance(payload, str)
                 data = payload.encode() if xml else json.dumps(payload).encode() if payload is not None else b""
@@ -128,3 +146,70 @@ class FakeServer:
 
     def calls(self, method: str, path: str) -> list[Request]:
         return [request for request in self.requests if (request.method, request.path) == (method, path)]
+
+
+class HostileServer:
+    """A loopback TCP server that speaks badly on purpose, to every connection:
+
+    - ``banner``: sends these bytes and closes (an SSH server on the configured port);
+    - ``trickle``: valid HTTP headers, then one byte of body every ``interval`` seconds, for good;
+    - ``flood``: valid headers claiming ``claimed`` bytes, then sends 1 MB chunks until the
+      client hangs up or ``limit`` bytes went out.
+
+    ``sent`` counts the body bytes written; every loop stops when ``stop()`` is called.
+    """
+
+    def __init__(self, mode: str, banner: bytes = b"SSH-2.0-OpenSSH_9.6\r\n", interval: float = 1.0,
+                 claimed: int = 1_500_000_000, limit: int = 200_000_000) -> None:  # fmt: skip
+        import socket
+
+        self.mode, self.banner, self.interval, self.claimed, self.limit = mode, banner, interval, claimed, limit
+        self.sent = 0
+        self.connections = 0
+        self.stopping = threading.Event()
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        self._socket.listen(16)
+        self._socket.settimeout(0.2)
+        self.port = self._socket.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: Any) -> None:
+        with connection:
+            try:
+                connection.settimeout(2)
+                with_body = self.mode != "banner"
+                if with_body:
+                    connection.recv(65536)
+                if self.mode == "banner":
+                    connection.sendall(self.banner)
+                    return
+                length = self.claimed if self.mode == "flood" else 10**9
+                connection.sendall(
+                    f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n".encode()
+                )
+                chunk = b"[" + b" " * (1024 * 1024 - 1) if self.mode == "flood" else b" "
+                while not self.stopping.is_set() and self.sent < self.limit:
+                    connection.sendall(chunk)
+                    self.sent += len(chunk)
+                    if self.mode == "trickle":
+                        self.stopping.wait(self.interval)
+            except OSError:
+                return
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._socket.close()

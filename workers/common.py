@@ -140,6 +140,7 @@ def start_worker(stage: str) -> None:
     with contextlib.suppress(OSError):
         Path("/proc/self/oom_score_adj").write_text("500")
     faults.fail_worker_if_armed(stage)
+    faults.pause_if_armed("start", stage)
 
 
 def run_worker(items: list[Item], process: ProcessFunction) -> int:

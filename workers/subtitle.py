@@ -23,7 +23,13 @@ import pysubs2
 
 from contract import faults
 from contract.errors import PermanentError, TransientError
-from contract.files import file_signature, finish_atomically, place_without_clobbering, temporary_path
+from contract.files import (
+    create_temporary,
+    file_signature,
+    fsync_directory,
+    place_without_clobbering,
+    write_descriptor,
+)
 from workers.common import (
     Item,
     ProgressCallback,
@@ -48,10 +54,13 @@ def render_srt(segments: list[dict[str, Any]], text_key: str, language: str) -> 
 
 
 def _same_content(path: Path, content: bytes) -> bool:
+    """Whether ``path`` itself (never a file a link there points to) holds ``content``."""
     try:
-        return path.stat().st_size == len(content) and path.read_bytes() == content
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return False
+    with os.fdopen(descriptor, "rb") as handle:
+        return os.fstat(handle.fileno()).st_size == len(content) and handle.read(len(content) + 1) == content
 
 
 def place_subtitle(path: Path, content: bytes, own_signature: list[int] | None, overwrite: bool) -> str | None:
@@ -62,23 +71,23 @@ def place_subtitle(path: Path, content: bytes, own_signature: list[int] | None, 
     same bytes already there are fine: our own file from a run whose database commit was
     interrupted.
     """
-    temporary = temporary_path(path)
+    if path.is_symlink() and not overwrite:
+        return f"{path.name} is a symbolic link; AutoKR writes no subtitle through a link and left it as it is"
+    temporary, descriptor = create_temporary(path)
     try:
-        temporary.write_bytes(content)
-        with open(temporary, "rb+") as handle:
-            os.fsync(handle.fileno())
+        write_descriptor(descriptor, content)
         faults.pause_if_armed("before-place", "subtitle", path.name)
         if place_without_clobbering(temporary, path):
             return None
         if _same_content(path, content):
             return None
         if overwrite or (own_signature and file_signature(path) == list(own_signature)):
-            finish_atomically(temporary, path)
+            os.replace(temporary, path)  # replaces the name itself: a link there is not followed
+            fsync_directory(path.parent)
             return None
         return f"{path.name} was not written by AutoKR (someone saved their own); AutoKR left it as it is"
     except OSError as error:
-        if error.filename is None:
-            error.filename = str(temporary)
+        error.filename = str(path)  # the subtitle a person knows, not the hidden temporary file
         raise
     finally:
         with contextlib.suppress(FileNotFoundError):

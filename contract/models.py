@@ -1,0 +1,78 @@
+"""What a ``[models]`` setting names, and where a named model lies once downloaded: the one
+reading of a model setting that the config, ``autokr doctor``, the daemon's start-up check and
+the workers share (stdlib only).
+
+A setting is a *path* when it looks like one (``/``, ``~``, ``./``, ``../``, a ``.pt`` file) or
+names a folder that exists beside the config file; the config makes it absolute exactly as it
+does the inbox (``~`` is the home folder, a relative path is relative to the config file's
+folder), so a worker never sees a relative path and never takes one for a hub name to download.
+Anything else is a *name* (``large-v3``, ``facebook/nllb-200-distilled-600M``) or ``auto``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+AUTO = "auto"
+PATH_PREFIXES = ("/", "~", "./", "../")
+
+
+def is_path(setting: str) -> bool:
+    """Whether ``setting`` (as the config resolved it: absolute) is a path rather than a name."""
+    return setting.startswith(PATH_PREFIXES) or setting.endswith(".pt")
+
+
+def resolve_setting(setting: str, base: Path) -> str:
+    """The model setting as the workers take it: a path made absolute (``~`` expanded, relative
+    to ``base``, the config file's folder), or the name as it is."""
+    if setting == AUTO or not setting.strip():
+        return setting
+    relative = base / setting
+    if (
+        setting.startswith(PATH_PREFIXES)
+        or setting.endswith(".pt")
+        or (not setting.startswith("/") and relative.is_dir())
+    ):
+        path = Path(setting).expanduser()
+        return str(path if path.is_absolute() else (base / path).resolve())
+    return setting
+
+
+def slug(name: str) -> str:
+    """A hub name as one folder name: ``facebook/nllb-200-1.3B`` → ``facebook--nllb-200-1.3B``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
+
+
+def _complete_ct2(folder: Path) -> bool:
+    return (folder / "model.bin").is_file() and (folder / "config.json").is_file()
+
+
+def _hub_snapshot(cache: Path, name: str) -> Path | None:
+    """A complete snapshot of hub model ``name`` in a Hugging Face cache folder."""
+    for snapshot in sorted((cache / f"models--{name.replace('/', '--')}" / "snapshots").glob("*")):
+        if (snapshot / "config.json").is_file():
+            return snapshot
+    return None
+
+
+def downloaded(kind: str, name: str, model_dir: Path) -> Path | None:
+    """Where the named ``kind`` model (``whisper`` or ``translator``) lies complete under
+    ``model_dir``, as the workers put it there, or None. Exactly those places: a leftover of a
+    download or conversion that was cut off (a hidden ``.partial`` or ``.tmp-`` folder) is not a
+    model."""
+    if kind == "whisper":
+        candidates = [model_dir / "whisper" / "faster-whisper" / slug(name)]  # the ctranslate2 engine
+        for candidate in candidates:
+            if _complete_ct2(candidate):
+                return candidate
+        checkpoint = model_dir / "whisper" / f"{name}.pt"  # the torch engine (openai-whisper's own file name)
+        return checkpoint if checkpoint.is_file() else None
+    for conversion in sorted((model_dir / "ctranslate2").glob(f"{slug(name)}-*")):
+        if _complete_ct2(conversion):
+            return conversion
+    for cache in (model_dir / "huggingface" / "hub", model_dir / "huggingface"):
+        snapshot = _hub_snapshot(cache, name)
+        if snapshot is not None:
+            return snapshot
+    return None
