@@ -39,6 +39,11 @@ def resolve_setting(setting: str, base: Path) -> str:
     return setting
 
 
+def missing(path: str, key: str) -> str:
+    """The sentence for a model path that does not exist (never a download of it)."""
+    return f"no such folder or file: {path} (the [models] {key} setting); fix the path, or bring the model there"
+
+
 def slug(name: str) -> str:
     """A hub name as one folder name: ``facebook/nllb-200-1.3B`` → ``facebook--nllb-200-1.3B``."""
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name)
@@ -76,3 +81,35 @@ def downloaded(kind: str, name: str, model_dir: Path) -> Path | None:
         if snapshot is not None:
             return snapshot
     return None
+
+
+def folder_problem(kind: str, path: Path) -> str | None:
+    """Why the ``kind`` model (``whisper`` or ``translator``) at ``path`` cannot be used, in the
+    words the workers use when they refuse it, or None: ``autokr doctor`` and the daemon's
+    start-up check ask this, so neither says ✓ for a folder a worker would refuse."""
+    if not path.exists():
+        return missing(str(path), kind)
+    if kind == "whisper" and path.is_file():
+        return (
+            None if path.suffix == ".pt" else f"{path} is not a Whisper model AutoKR can use (a folder or a .pt file)"
+        )
+    if not path.is_dir():
+        return f"{path} is not a model folder"
+    if _complete_ct2(path):
+        needs = "tokenizer.json" if kind == "whisper" else "sentencepiece.bpe.model"
+        return None if (path / needs).is_file() else f"the CTranslate2 model {path} has no {needs}: copy it there"
+    if (path / "config.json").is_file():
+        return None
+    return f"{path} is not a {'Whisper ' if kind == 'whisper' else ''}model folder (it has no config.json)"
+
+
+def downloaded_any(kind: str, model_dir: Path) -> Path | None:
+    """Some complete ``kind`` model under ``model_dir`` (what ``auto`` may pick offline)."""
+    if kind == "whisper":
+        places = [*(model_dir / "whisper" / "faster-whisper").glob("*"), *(model_dir / "whisper").glob("*.pt")]
+        places = [place for place in places if not place.name.startswith(".")]  # a cut-off download
+        return next((place for place in sorted(places) if _complete_ct2(place) or place.suffix == ".pt"), None)
+    places = [place for place in (model_dir / "ctranslate2").glob("*nllb*") if not place.name.startswith(".")]
+    return next((place for place in sorted(places) if _complete_ct2(place)), None) or next(
+        (place for place in sorted((model_dir / "huggingface").glob("**/models--*nllb*")) if place.is_dir()), None
+    )

@@ -21,12 +21,14 @@ class Stage:
     """What the log and ``STATUS=`` say while it runs: ``transcribing 4 video(s)``."""
     device: str
     """``gpu`` when it runs a model (one at a time on each GPU), else ``cpu``."""
+    model: str | None = None
+    """The ``[models]`` key of the model it runs (``whisper``, ``translator``), if any."""
 
 
 PIPELINE: tuple[Stage, ...] = (
     Stage("extract", "workers.extract", None, "audio.wav", "extracting", "cpu"),
-    Stage("transcribe", "workers.transcribe", "audio.wav", "transcript.json", "transcribing", "gpu"),
-    Stage("translate", "workers.translate", "transcript.json", "translation.json", "translating", "gpu"),
+    Stage("transcribe", "workers.transcribe", "audio.wav", "transcript.json", "transcribing", "gpu", "whisper"),
+    Stage("translate", "workers.translate", "transcript.json", "translation.json", "translating", "gpu", "translator"),
     Stage("subtitle", "workers.subtitle", "translation.json", None, "writing", "cpu"),
 )
 STAGE = {stage.name: stage for stage in PIPELINE}

@@ -15,14 +15,13 @@ from loguru import logger
 
 from contract.errors import AutoKRError
 from contract.media import probe
-from contract.pipeline import PIPELINE
 from contract.protocol import dumps_json, printable
-from daemon import __version__
+from daemon import __version__, report
 from daemon.announcer import Outbox, describe_pending
 from daemon.cluster import last_problem
-from daemon.config import Config, default_config_path, is_set, load_config
+from daemon.config import Config, config_candidates, default_config_path, is_set, load_config
 from daemon.errors import ConfigError, DatabaseLocked, JobNotFound, JobNotRetryable, WorkerFailed
-from daemon.jobs import Job, JobFacts, JobState
+from daemon.jobs import JobState
 from daemon.lock import StateLock
 from daemon.lock import holder as lock_holder
 from daemon.logs import setup_logging
@@ -31,6 +30,7 @@ from daemon.status import read_problems
 from daemon.store import Store, state_space_problem
 
 EXIT_ERROR = 1
+EXIT_BROKEN_PIPE = 141  # what a shell reports for SIGPIPE, as git exits
 
 
 def _config(arguments: argparse.Namespace, need_inbox: bool = True, need_state_dir: bool = True) -> Config:
@@ -84,54 +84,14 @@ def command_run(arguments: argparse.Namespace) -> int:
         lock.release()
 
 
-def _one_line(text: str | None) -> str:
-    return printable(text or "")
-
-
-def _models_summary(facts: JobFacts) -> str:
-    """``large-v3 ctranslate2 float16 batched ×16 on cuda:0 → nllb-200-1.3B ctranslate2 float16 ×16
-    on cuda:1``: what produced a finished job's subtitles, and where."""
-    parts = []
-    for stage in (spec.name for spec in PIPELINE if spec.device == "gpu"):  # the stages that run a model
-        record = facts.stages.get(stage)
-        if record is None or not record.model:
-            continue
-        how = [fact for fact in (record.engine, record.decoding) if fact]
-        if record.batch_size:
-            how.append(f"×{record.batch_size}")
-        if record.device:
-            how.append(f"on {record.device}")
-        parts.append(" ".join([Path(record.model).name, *how]))
-    return " → ".join(parts)
-
-
-def _format_table(jobs: list[Job]) -> str:
-    rows = [("ID", "STATE", "STAGE", "PROGRESS", "VIDEO", "ERROR / NOTE")]
-    for job in jobs:
-        progress = f"{job.progress:.0f}%" if job.progress is not None and job.state == "running" else "-"
-        detail = job.error or job.note or (_models_summary(job.facts) if job.state == JobState.DONE else "")
-        if job.state == JobState.QUEUED and job.error:
-            detail = f"retrying: {job.error}"
-        rows.append((str(job.id), job.state.value, job.stage, progress, _one_line(job.path), _one_line(detail)))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(cell.ljust(widths[i]) if i < 5 else cell for i, cell in enumerate(row)).rstrip() for row in rows
-    )
-
-
 def command_status(arguments: argparse.Namespace) -> int:
     config = _config(arguments, need_inbox=False, need_state_dir=False)
     store = _store(arguments, config)
-    jobs = []
-    media = None
-    if store is not None:
-        with store:
-            jobs = store.jobs()
-            media = describe_pending(Outbox(store), store.clock())
+    selection = report.Selection(arguments.state, arguments.prefix, arguments.all)
     if arguments.json:
+        jobs = report.select(store, selection) if store is not None else []
         print(dumps_json([job.as_public_dict() for job in jobs], indent=1))
         return 0
-    # The daemon cannot write its state down when the disk is full, so look at the disk here.
     state_dir = config.daemon.state_dir
     daemon_pid = lock_holder(state_dir)
     if daemon_pid is not None:
@@ -140,15 +100,18 @@ def command_status(arguments: argparse.Namespace) -> int:
             print(printable(notice))
     else:
         print(f"daemon: not running (no AutoKR holds {printable(state_dir)}; start it with systemctl start autokr)")
+    # The daemon cannot write its state down when the disk is full, so look at the disk here.
     problem = state_space_problem(state_dir) if state_dir.exists() else None
     if problem:
         print(f"{problem}: AutoKR is paused and carries on by itself once space is freed there")
-    if not jobs:
+    if store is None:
         print("no videos yet")
     else:
-        print(_format_table(jobs))
-    if media:
-        print(media)
+        with store:
+            print(report.render(store, selection))
+            media = describe_pending(Outbox(store), store.clock())
+        if media:
+            print(media)
     cluster = last_problem(state_dir)
     if cluster:
         print(cluster)
@@ -187,7 +150,7 @@ def command_enqueue(arguments: argparse.Namespace) -> int:
 def command_once(arguments: argparse.Namespace) -> int:
     from daemon.once import ProgressBar, run_once
 
-    if arguments.config is None and not default_config_path().exists():
+    if arguments.config is None and not any(path.exists() for path in config_candidates()):
         config = Config()
     else:
         config = _config(arguments, need_inbox=False)
@@ -215,7 +178,7 @@ def command_systemd_unit(arguments: argparse.Namespace) -> int:
     if not config.daemon.inbox:
         raise ConfigError(config.path, ["[daemon] inbox must name at least one folder"])
     state_dir_set = is_set(config, "daemon", "state_dir")
-    if not state_dir_set or config.daemon.state_dir != unit.SERVICE_STATE_DIR:
+    if not state_dir_set:  # the service would use /var/lib/autokr, a shell's status ~/.local/state
         print(
             f'autokr: note: set state_dir = "{unit.SERVICE_STATE_DIR}" in [daemon] of {config.path}, so that '
             "`autokr status` run from a shell reads the service's database",
@@ -242,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     def global_options(parser: argparse.ArgumentParser, default: Any) -> None:
         parser.add_argument(
             "--config", type=Path, default=default if default is argparse.SUPPRESS else None,
-            help="config file (default: $AUTOKR_CONFIG or config/autokr.toml)",
+            help="config file (default: $AUTOKR_CONFIG, else the first of ./config/autokr.toml, "
+            "~/.config/autokr/autokr.toml, /etc/autokr/autokr.toml)",
         )  # fmt: skip
         parser.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
 
@@ -251,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autokr", description="Korean subtitles for Japanese videos.")
     global_options(parser, False)
     parser.add_argument("--version", action="version", version=f"autokr {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
 
     def command(name: str, **options: Any) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], **options)
@@ -259,8 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = command("run", help="run the daemon in the foreground (what systemd runs)")
     run.set_defaults(handler=command_run)
 
-    status = command("status", help="list every video, its stage and any error")
-    status.add_argument("--json", action="store_true", help="machine-readable (stable fields)")
+    status = command("status", help="a summary of the videos: counts, what runs now, what failed lately")
+    status.add_argument("prefix", nargs="?", help="only the videos whose path starts with this (a folder)")
+    status.add_argument("--all", action="store_true", help="list every video, its stage and any error")
+    status.add_argument("--state", choices=[state.value for state in JobState], help="list the videos in this state")
+    status.add_argument("--json", action="store_true", help="machine-readable: every video (or the selection)")
     status.set_defaults(handler=command_status)
 
     retry = command("retry", help="queue a failed job again")
@@ -298,14 +265,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    arguments = build_parser().parse_args(argv)
-    if arguments.command == "run" and arguments.config is None:
-        # Resolve now so the log says which file; for other commands it is resolved lazily.
-        arguments.config = default_config_path()
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    if arguments.command is None:  # `autokr` alone: what it can do
+        parser.print_help()
+        return 0
     setup_logging(arguments.verbose)
     try:
+        if arguments.command == "run" and arguments.config is None:
+            # Resolve now so the log says which file; for other commands it is resolved lazily.
+            arguments.config = default_config_path()
         return int(arguments.handler(arguments))
+    except BrokenPipeError:
+        # `autokr status | head`: the reader has all it wanted. Quiet, as git is; the
+        # interpreter's own flush at exit must not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as error:
+        if error.path is None:
+            print(f"autokr: {printable(error.problems[0])}", file=sys.stderr)
+            return EXIT_ERROR
         print(f"autokr: configuration problems in {printable(error.path)}:", file=sys.stderr)
         for problem in error.problems:
             print(f"  - {printable(problem)}", file=sys.stderr)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.languages import NLLB_CODES
+from contract.models import resolve_setting
 from daemon.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -212,14 +213,33 @@ URL_PATTERN = re.compile(r"^https?://[^/\s]+(/\S*)?$")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
+CONFIG_PLACES = ("config/autokr.toml", "~/.config/autokr/autokr.toml", "/etc/autokr/autokr.toml")
+"""Where the config is looked for (after ``--config`` and ``$AUTOKR_CONFIG``), in this order."""
+
+
+def config_candidates() -> list[Path]:
+    """``$AUTOKR_CONFIG`` when set, else the places of ``CONFIG_PLACES``, made absolute."""
+    if os.environ.get("AUTOKR_CONFIG"):
+        return [Path(os.environ["AUTOKR_CONFIG"]).absolute()]
+    return [Path(place).expanduser().absolute() for place in CONFIG_PLACES]
+
+
 def default_config_path() -> Path:
     """``$AUTOKR_CONFIG``, else the first of ./config/autokr.toml, ~/.config/autokr/autokr.toml,
-    /etc/autokr/autokr.toml that exists."""
-    if os.environ.get("AUTOKR_CONFIG"):
-        return Path(os.environ["AUTOKR_CONFIG"])
-    candidates = [Path("config/autokr.toml"), Path("~/.config/autokr/autokr.toml").expanduser()]
-    candidates.append(Path("/etc/autokr/autokr.toml"))
-    return next((path for path in candidates if path.exists()), candidates[0])
+    /etc/autokr/autokr.toml that exists.
+
+    Raises:
+        ConfigError: none exists; the message lists every place looked in.
+    """
+    candidates = config_candidates()
+    found = next((path for path in candidates if path.exists()), None)
+    if found is None:
+        where = "$AUTOKR_CONFIG" if os.environ.get("AUTOKR_CONFIG") else "any of the usual places"
+        raise ConfigError(
+            None, [f"no configuration file in {where}: looked for {', '.join(map(str, candidates))}; "
+                   "copy config/autokr.toml of AutoKR to one of them, or give --config FILE"],
+        )  # fmt: skip
+    return found
 
 
 def _convert(value: Any, kind: str, base: Path, problems: list[str], where: str, secret: bool = False) -> Any:
@@ -431,11 +451,11 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
     Raises:
         ConfigError: listing every problem found, with the file name and key.
     """
-    path = Path(path) if path else default_config_path()
+    path = Path(path).absolute() if path else default_config_path()
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(path, ["file not found"]) from None
+        raise ConfigError(path, ["file not found (check --config, or $AUTOKR_CONFIG)"]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, [f"cannot read: {error}"]) from None
     except tomllib.TOMLDecodeError as error:
@@ -449,6 +469,15 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
             continue
         sections[key] = _build_section(SECTIONS[key], value, base, problems, key)
     config = Config(path=path.absolute(), **sections)
+    # A model given as a path is one exactly as the inbox is: ~ expanded, relative to this file.
+    config = replace(
+        config,
+        models=replace(
+            config.models,
+            whisper=resolve_setting(config.models.whisper, base),
+            translator=resolve_setting(config.models.translator, base),
+        ),
+    )
     if config.daemon.video_extensions and all(isinstance(e, str) for e in config.daemon.video_extensions):
         lowered = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in config.daemon.video_extensions)
         config = replace(config, daemon=replace(config.daemon, video_extensions=lowered))

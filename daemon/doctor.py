@@ -8,6 +8,8 @@ a worker process (``workers/device.py``): this command stays torch-free like the
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
@@ -30,11 +32,13 @@ from daemon.media_servers import MediaServer, ServerError
 from daemon.runner import ask_worker
 from daemon.store import MIN_STATE_FREE_BYTES
 from daemon.unit import install_for, render_unit
+from daemon.watcher import describe_inotify_error
 
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 UNIT_PATHS = (Path("/etc/systemd/system/autokr.service"), Path("/usr/lib/systemd/system/autokr.service"))
 HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 DEVICE_SECONDS = 180
+IN_CREATE = 0x100  # linux/inotify.h
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,40 @@ def count_folders(inboxes: tuple[Path, ...], limit: int) -> int:
     return count
 
 
+def try_inotify(folders: tuple[Path, ...]) -> OSError | None:
+    """Makes an inotify instance and adds a watch on each folder, as the daemon will, then lets
+    them go: the error the daemon would meet, or None."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    descriptor = libc.inotify_init1(os.O_CLOEXEC)
+    if descriptor < 0:
+        number = ctypes.get_errno()
+        return OSError(number, os.strerror(number))
+    try:
+        for folder in folders:
+            if folder.is_dir() and libc.inotify_add_watch(descriptor, os.fsencode(folder), IN_CREATE) < 0:
+                number = ctypes.get_errno()
+                return OSError(number, os.strerror(number), str(folder))
+    finally:
+        os.close(descriptor)
+    return None
+
+
 def check_inotify(config: Config) -> Iterator[Check]:
+    failure = try_inotify(config.daemon.inbox)
+    if failure is not None:
+        name = "max_user_instances" if failure.errno == errno.EMFILE else "max_user_watches"
+        fix = (
+            f"other programs of this user hold them (IDEs, Syncthing); or raise the limit: echo "
+            f"fs.inotify.{name}={1024 if name == 'max_user_instances' else 524288} | sudo tee "
+            "/etc/sysctl.d/90-autokr.conf && sudo sysctl --system"
+        )
+        detail = f"{describe_inotify_error(failure)}: new videos are found by the periodic scan only"
+        yield Check("inotify", False, detail, fix)
+        return
     try:
         limit = int(INOTIFY_LIMIT.read_text())
     except (OSError, ValueError):
-        yield Check("inotify", True, "limit unknown here; the periodic scan finds every video anyway")
+        yield Check("inotify", True, "a watch can be added; the limit is unknown here")
         return
     folders = count_folders(config.daemon.inbox, limit)
     ok = folders * 2 <= limit  # other programs of this user watch folders too
@@ -162,9 +195,9 @@ def check_models(
         setting = getattr(config.models, kind)
         name = str(chosen.get(kind) or setting)
         if models.is_path(setting):
-            ok = Path(setting).exists()
-            fix = "" if ok else f"fix [models] {kind} in {config.path}: no such folder or file"
-            yield Check(f"{kind} model", ok, setting + ("" if ok else " does not exist"), fix, not ok)
+            problem = models.folder_problem(kind, Path(setting))
+            fix = "" if problem is None else f"fix [models] {kind} in {config.path}"
+            yield Check(f"{kind} model", problem is None, problem or setting, fix, problem is not None)
         elif (found := models.downloaded(kind, name, config.model_dir)) is not None:
             yield Check(f"{kind} model", True, f"{name}, downloaded ({found})")
         else:

@@ -272,8 +272,9 @@ class Store:
 
     # --- reading -------------------------------------------------------------------------
 
-    def _rows(self, where: str = "1", params: tuple[Any, ...] = ()) -> list[Job]:
-        cursor = self.db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id", params)
+    def _rows(self, where: str = "1", params: tuple[Any, ...] = (), limit: int | None = None) -> list[Job]:
+        tail = f" LIMIT {int(limit)}" if limit else ""
+        cursor = self.db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id{tail}", params)
         names = [d[0] for d in cursor.description]
         return [Job.from_row(dict(zip(names, row, strict=True))) for row in cursor.fetchall()]
 
@@ -298,6 +299,32 @@ class Store:
         if job is None:
             raise JobNotFound(f"no job for {id_or_path}")
         return job
+
+    def select(self, state: JobState | None, prefix: bytes | None, limit: int | None = None) -> list[Job]:
+        """Jobs in ``state`` whose path starts with ``prefix`` (bytes, as ``path_key``)."""
+        where: list[str] = ["1"]
+        params: list[object] = []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state.value)
+        if prefix is not None:  # the path itself, or a folder: what lies under it
+            folder = prefix.rstrip(b"/") + b"/"
+            where.append("(path_key = ? OR substr(path_key, 1, ?) = ?)")
+            params += [prefix, len(folder), folder]
+        return self._rows(" AND ".join(where), tuple(params), limit)
+
+    def recent(self, state: JobState, limit: int) -> list[Job]:
+        """The ``limit`` jobs that reached ``state`` last, newest first."""
+        cursor = self.db.execute(
+            "SELECT id FROM jobs WHERE state = ? ORDER BY updated_at DESC LIMIT ?", (state.value, limit)
+        )
+        return [self.get(JobId(row[0])) for row in cursor.fetchall()]
+
+    def queued_by_stage(self) -> dict[str, int]:
+        cursor = self.db.execute(
+            "SELECT stage, COUNT(*) FROM jobs WHERE state = ? GROUP BY stage", (JobState.QUEUED.value,)
+        )
+        return dict(cursor.fetchall())
 
     def counts(self) -> dict[JobState, int]:
         cursor = self.db.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state")
@@ -490,6 +517,21 @@ class Store:
                     stderr_tail=stderr_tail or None, progress=None, not_before=self.clock() + delay,
                 )  # fmt: skip
         return self.get(job.id)
+
+    def note_waiting(self, stage: str, note: str | None, prefix: str) -> None:
+        """The queued jobs at ``stage`` get ``note`` (why they wait); None clears the notes
+        that begin with ``prefix`` (the wait is over). Rows already so are not written."""
+        with self._write() as connection:
+            if note is None:
+                connection.execute(
+                    "UPDATE jobs SET note = NULL WHERE state = ? AND stage = ? AND substr(note, 1, ?) = ?",
+                    (JobState.QUEUED.value, stage, len(prefix), prefix),
+                )
+            else:
+                connection.execute(
+                    "UPDATE jobs SET note = ? WHERE state = ? AND stage = ? AND note IS NOT ?",
+                    (note, JobState.QUEUED.value, stage, note),
+                )
 
     def release(self, job: Job) -> None:
         """A worker stopped on purpose (shutdown): the job waits at the same stage."""

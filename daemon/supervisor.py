@@ -28,10 +28,11 @@ from loguru import logger
 
 from contract import faults
 from contract.files import describe_os_error
-from contract.pipeline import STAGE
+from contract.pipeline import PIPELINE, STAGE
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE
 from daemon import stages
 from daemon.announcer import Announcer, Teller, announcer_key, expire_unconfigured, senders_for
+from daemon.availability import WAITING, ModelWatch
 from daemon.batch import BatchRunner
 from daemon.cluster import ClusterWatch, bridge_reason
 from daemon.config import Config, LanguageSettings, load_config
@@ -93,6 +94,7 @@ class Supervisor:
         self.status = StatusReporter(self.notifier, monotonic)
         self.slots: list[Slot] = []  # where workers may run, from [cluster] (at start)
         self.cluster = ClusterWatch(config, monotonic)  # the Ray backend: reachable, or paused
+        self.models = ModelWatch(monotonic)  # which stages wait for a model that cannot be had
         self.busy: dict[str, Busy] = {}  # slot name → the batch running there
         self.config_problem = ""  # shown in STATUS= until a reload succeeds
         self.problems_written: list[str] | None = None  # what <state_dir>/problems.json holds
@@ -116,6 +118,7 @@ class Supervisor:
             self._pause(str(error), locked=isinstance(error, DatabaseLocked))
         self._plan_slots()
         self._start_announcer()
+        self._guarded(lambda: self._check_models(ask_hub=True))
         self.intake.start()
         if not self.state_full:
             self._guarded(self.intake.scan)
@@ -145,7 +148,20 @@ class Supervisor:
             self._guarded(self._work)
         self.status.tick(self._status)
 
+    def _check_models(self, ask_hub: bool = False) -> None:
+        """Whether the configured models can be had (``daemon/availability.py``); the videos
+        waiting at a stage whose model cannot be are held there, their note says why."""
+        if ask_hub:
+            self.models.check(self.config, ask_hub=True)
+        elif not self.models.tick(self.config):
+            return
+        # At every look: videos that reached a held stage since get the note, a freed one loses it.
+        for spec in PIPELINE:
+            if spec.model is not None:
+                self.store.note_waiting(spec.name, self.models.blocked.get(spec.name), WAITING)
+
     def _work(self) -> None:
+        self._check_models()
         self.intake.turn()
         for busy in list(self.busy.values()):
             self._pump(busy)
@@ -213,7 +229,7 @@ class Supervisor:
         """SIGHUP: re-read the config; a bad one is reported and the old one kept."""
         self.notifier.send(RELOADING=1, MONOTONIC_USEC=time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000)
         try:
-            new = load_config(self.config.path)
+            new = load_config(self.config.path, need_state_dir=False)  # a new state_dir is refused below
         except ConfigError as error:
             logger.error("reload failed, keeping the old configuration: {}", error)
             self.config_problem = f"config reload failed, running on the old one: {error}"
@@ -238,6 +254,7 @@ class Supervisor:
             self.cluster = ClusterWatch(new, self.monotonic)
             self._plan_slots()
         self._start_announcer()
+        self._guarded(lambda: self._check_models(ask_hub=True))
         self.config_problem = refused
         logger.info("configuration reloaded from {}", new.path)
         self.status.send(self._status(), READY=1)
@@ -295,7 +312,8 @@ class Supervisor:
         return dataclasses.replace(self.config, languages=LanguageSettings(source=source, target=target))
 
     def _start_next_batch(self, slot: Slot) -> None:
-        waiting = self.store.next_batch(self.config.models.videos_per_worker, slot.stages)
+        runnable = [stage for stage in slot.stages if stage not in self.models.blocked]
+        waiting = self.store.next_batch(self.config.models.videos_per_worker, runnable)
         if not waiting:
             return
         # One batch, one pair of languages (a reload may have changed them for newer jobs).
@@ -407,7 +425,8 @@ class Supervisor:
                     busy.slot.name if len(self.slots) > 1 else "",
                 )  # fmt: skip
             )
-        lasting = [self.intake.watcher.problem, self.config_problem, *self.announcement_problems]
+        lasting = [self.intake.watcher.problem, *self.models.blocked.values(), self.config_problem]
+        lasting += self.announcement_problems
         lasting = [problem for problem in lasting if problem]
         if lasting != self.problems_written:
             write_problems(self.config.daemon.state_dir, lasting)

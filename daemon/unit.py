@@ -7,8 +7,9 @@ a unit test keeps the two identical, so edit the text here.
 Only the install-specific lines vary: ``ExecStart=``, the folders the service may write
 (``ReadWritePaths=``), ``TimeoutStopSec=`` (from ``worker_stop_seconds``), the memory ceiling
 (``MemoryMax=``/``MemoryHigh=``, from ``memory_max``) and, when the venv, the Python it was made
-from or a video folder lies under /home, /root or /run/user, ``ProtectHome=tmpfs`` with exactly
-those folders bound back in. Every path is escaped for systemd: ``%`` is a specifier there
+from, a model folder, a key file or a video folder lies under /home, /root or /run/user,
+``ProtectHome=tmpfs`` with exactly those folders bound back in (read-only, but for the
+folders it writes). Every path is escaped for systemd: ``%`` is a specifier there
 (``%h`` is a home directory) and ``$`` an environment variable in ``ExecStart=``, so a folder
 named ``Anime 100%`` is written ``Anime 100%%``.
 """
@@ -23,7 +24,13 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
+from contract import models
 from daemon.config import CREDENTIAL_PREFIX, Config
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 HOME_ROOTS = (Path("/home"), Path("/root"), Path("/run/user"))  # hidden by ProtectHome=
 TEMPORARY_ROOTS = (Path("/tmp"), Path("/var/tmp"))  # private to the service with PrivateTmp=yes
@@ -54,6 +61,9 @@ class Install:
     ray_address: str = ""
     """``[cluster] address`` with the Ray backend (the network then stays open: a Ray driver
     talks to the head and to every node)."""
+    home: str = ""
+    """The home folder ``~`` meant when this was rendered, when the config writes a path with
+    ``~``: the service (``User=autokr``) then reads the config with the same ``~``."""
 
     @property
     def under_home(self) -> bool:
@@ -89,7 +99,7 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
     for folder in (config.daemon.state_dir if state_dir_set else None, config.models.model_dir):
         if folder is not None and not folder.is_relative_to(SERVICE_STATE_DIR):
             write.append(folder)
-    read = [Path(sys.prefix), Path(sys.base_prefix).resolve(), config.path.parent]
+    read = [Path(sys.prefix), Path(sys.base_prefix).resolve(), config.path.parent, *read_paths(config)]
     servers = tuple(dict.fromkeys(host for host in (_host(config.jellyfin.url), _host(config.plex.url)) if host))
     return Install(
         command=_installed_command(),
@@ -102,7 +112,33 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
         servers=servers,
         allow_only=_addresses(servers) if _offline(config) else None,
         ray_address=config.cluster.address if config.cluster.backend == "ray" else "",
+        home=str(Path.home()) if _uses_home(config) else "",
     )
+
+
+def _uses_home(config: Config) -> bool:
+    """Whether the config file writes a path with ``~`` (inbox, state_dir, a model, a key file)."""
+    assert config.path is not None
+
+    def strings(value: object) -> list[str]:
+        if isinstance(value, str):
+            return [value]
+        if isinstance(value, dict):
+            return [text for item in value.values() for text in strings(item)]
+        if isinstance(value, list):
+            return [text for item in value for text in strings(item)]
+        return []
+
+    return any(text.startswith("~") for text in strings(tomllib.loads(config.path.read_text(encoding="utf-8"))))
+
+
+def read_paths(config: Config) -> list[Path]:
+    """What else the service reads that the config names: model folders (or ``.pt`` files)
+    given as paths, and key files that are not systemd credentials."""
+    found = [Path(setting) for setting in (config.models.whisper, config.models.translator) if models.is_path(setting)]
+    files = (config.jellyfin.api_key_file, config.plex.token_file)
+    found += [Path(file).expanduser() for file in files if file and not file.startswith(CREDENTIAL_PREFIX)]
+    return found
 
 
 def credentials_named(config: Config) -> tuple[str, ...]:
@@ -195,6 +231,11 @@ def install_lines(install: Install) -> list[str]:
     command = " ".join(_command_word(part) for part in install.command)
     config = _quote(install.config).replace("$", "$$")
     lines = [f"ExecStart={command} --config {config} run"]
+    if install.home:
+        lines += [
+            "# The config writes paths with ~: the service reads them as they were meant when this was rendered.",
+            f"Environment={_quote(f'HOME={install.home}')}",
+        ]
     stop = math.ceil(install.worker_stop_seconds) + STOP_MARGIN_SECONDS
     lines.append(f"TimeoutStopSec={stop}")
     lines += [

@@ -14,12 +14,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
-import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from contract import models
 from contract.errors import PermanentError, TransientError
 from workers.common import log
 
@@ -58,7 +58,7 @@ def conversion_name(name_or_directory: str) -> str:
     of its path and its weights' size and mtime (a changed model converts anew)."""
     source = Path(name_or_directory)
     if not source.is_dir():
-        return re.sub(r"[^A-Za-z0-9._-]+", "--", name_or_directory)
+        return models.slug(name_or_directory)
     stamp = [str(source.absolute())]
     for weights in sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")):
         status = weights.stat()
@@ -136,6 +136,8 @@ def nllb_folder(name_or_directory: str, converted_dir: Path, compute: str = "int
         TransientError: the model could not be downloaded (no network, say).
     """
     given = Path(name_or_directory)
+    if models.is_path(name_or_directory) and not given.exists():
+        raise PermanentError(models.missing(name_or_directory, "translator"))
     if given.is_dir() and is_ctranslate2_model(given):
         if not (given / SENTENCEPIECE).is_file():
             raise PermanentError(
@@ -158,7 +160,7 @@ def nllb_folder(name_or_directory: str, converted_dir: Path, compute: str = "int
         )  # fmt: skip
     except (OSError, ValueError) as error:
         if is_download_failure(error):
-            fetch = f"huggingface-cli download {name_or_directory} --local-dir nllb"
+            fetch = f"hf download {name_or_directory} --local-dir nllb"
             raise offline_error("translator", name_or_directory, fetch, "translator") from error
         raise
 

@@ -5,7 +5,7 @@ Which folder a ``whisper`` setting means:
 - a folder with ``model.bin`` and ``config.json`` is a CTranslate2 model, used as it is (it
   must carry ``tokenizer.json``: faster-whisper would otherwise fetch one from the hub);
 - another folder with a ``config.json`` is a Hugging Face Whisper model
-  (``openai/whisper-large-v3`` as ``huggingface-cli download`` writes it), converted once into
+  (``openai/whisper-large-v3`` as ``hf download`` writes it), converted once into
   ``<model_dir>/ctranslate2/`` (``--converted-dir``);
 - a name (``large-v3``, ``small``, ... or a hub id such as ``Systran/faster-whisper-small``)
   is the CTranslate2 conversion faster-whisper publishes, downloaded once into
@@ -23,15 +23,16 @@ faster-whisper's sequential ``WhisperModel.transcribe``, as the torch engine doe
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from contract import models
 from contract.errors import PermanentError
 from workers import ct2
 from workers.chunks import (
@@ -70,10 +71,14 @@ def _download(name: str, target: Path) -> Path:
 
     def fetch(temporary: Path) -> None:
         try:
-            download_model(name, output_dir=str(partial))
+            with warnings.catch_warnings():
+                # faster-whisper still passes huggingface_hub's retired local_dir_use_symlinks;
+                # its UserWarning would land in the daemon's log at every first download.
+                warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+                download_model(name, output_dir=str(partial))
         except Exception as error:  # huggingface_hub and its HTTP client raise many kinds
             if ct2.is_download_failure(error):
-                fetch = f"huggingface-cli download {repository} --local-dir whisper-{name.rsplit('/', 1)[-1]}"
+                fetch = f"hf download {repository} --local-dir whisper-{name.rsplit('/', 1)[-1]}"
                 raise ct2.offline_error("Whisper model", name, fetch, "whisper") from error
             raise
         shutil.rmtree(partial / ".cache", ignore_errors=True)
@@ -87,7 +92,7 @@ def _convert(source: Path, converted_dir: Path, compute: str) -> Path:
     if not (source / TOKENIZER).is_file():
         raise PermanentError(
             f"the Whisper model {source} has no {TOKENIZER}: download the whole model folder "
-            "(`huggingface-cli download openai/whisper-large-v3 --local-dir DIR` writes it)"
+            "(`hf download openai/whisper-large-v3 --local-dir DIR` writes it)"
         )
 
     def convert(temporary: Path) -> None:
@@ -123,10 +128,9 @@ def whisper_folder(name_or_path: str, model_dir: Path, converted_dir: Path, comp
         raise PermanentError(f"{given} is not a Whisper model folder (it has no config.json)")
     if given.exists():
         raise PermanentError(f"{name_or_path} is not a Whisper model AutoKR can use (a folder or a .pt file)")
-    if name_or_path.startswith(("/", "./", "../", "~")):
-        raise PermanentError(f"the Whisper model {name_or_path} does not exist: check the whisper setting")
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "--", name_or_path)
-    return _download(name_or_path, model_dir / "faster-whisper" / slug)
+    if models.is_path(name_or_path):
+        raise PermanentError(models.missing(name_or_path, "whisper"))
+    return _download(name_or_path, model_dir / "faster-whisper" / models.slug(name_or_path))
 
 
 def cpu_threads() -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import pytest
 from conftest import REPOSITORY, skip_or_fail
 
 from daemon import unit
+from daemon.config import load_config
 from testkit.daemon import drop, wait_for
 from testkit.media import make_video
 from testkit.systemd_sandbox import SERVICE_UID, SystemdSandbox, unavailable_reason
@@ -333,3 +335,42 @@ def test_a_wedged_main_loop_is_killed_by_the_watchdog_and_restarted(service):
     assert f"{UNIT}: Watchdog timeout" in service.journal()  # systemd's own line about the unit
     wait_for(lambda: service.show("ActiveState")["ActiveState"] == "active", 30, "the restarted service")
     assert service.show("MainPID")["MainPID"] != first
+
+
+def test_a_unit_rendered_for_models_under_a_home_folder_binds_them_and_the_service_loads_them(
+    service, tone_video, tiny_whisper, tiny_nllb, monkeypatch
+):
+    """The first hour (issue 21): models kept under the person's home, written with ``~`` in
+    the config, reach the service through exactly what ``autokr systemd-unit`` renders."""
+    home = Path("/home/autokr-first-hour")
+    shutil.rmtree(home, ignore_errors=True)
+    (home / "models").mkdir(parents=True)
+    try:
+        shutil.copyfile(tiny_whisper, home / "models" / "whisper.pt")
+        shutil.copytree(tiny_nllb, home / "models" / "nllb")
+        for path in [home, *home.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        text = service.config.read_text(encoding="utf-8")
+        text = text.replace(json.dumps(str(tiny_whisper)), '"~/models/whisper.pt"')
+        text = text.replace(json.dumps(str(tiny_nllb)), '"~/models/nllb"')
+        service.config.write_text(text, encoding="utf-8")
+        monkeypatch.setenv("HOME", str(home))
+        config = load_config(service.config, need_inbox=False, need_state_dir=False)
+        rendered = unit.render_drop_in(unit.install_for(config, state_dir_set=True))
+        for line in (
+            "ProtectHome=tmpfs",
+            f"BindReadOnlyPaths={home}/models/whisper.pt",
+            f"BindReadOnlyPaths={home}/models/nllb",
+            f"Environment=HOME={home}",
+        ):
+            assert line in rendered.splitlines(), rendered
+        service.box.write(f"/run/systemd/system/{UNIT}.d/test.conf", rendered + "RestartSec=1\n")
+        service.box.systemctl("daemon-reload")
+        service.box.systemctl("start", UNIT)
+        drop(tone_video, service.inbox, "Episode.mkv")
+        job = service.wait_done("Episode.mkv")
+        assert job["models"]["transcribe_model"] == str(home / "models" / "whisper.pt")
+        assert job["models"]["translate_model"] == str(home / "models" / "nllb")
+        assert "Traceback" not in service.journal()
+    finally:
+        shutil.rmtree(home, ignore_errors=True)

@@ -148,7 +148,7 @@ def test_a_named_whisper_that_cannot_be_downloaded_says_where_to_get_it(tmp_path
     assert event["event"] == "failed" and event["permanent"] is False  # the network may come back
     assert event["reason"] == (
         "the Whisper model base is not downloaded yet and cannot be downloaded now (no connection to "
-        "huggingface.co); on a machine with internet run `huggingface-cli download Systran/faster-whisper-base "
+        "huggingface.co); on a machine with internet run `hf download Systran/faster-whisper-base "
         "--local-dir whisper-base`, copy that folder here and set whisper to its path"
     )
     assert not (tmp_path / "t.json").exists() and not list((tmp_path / "models").rglob("model.bin"))
@@ -230,7 +230,7 @@ def test_a_named_translator_that_cannot_be_downloaded_says_where_to_get_it(tmp_p
     assert event["event"] == "failed" and event["permanent"] is False  # the network may come back
     assert event["reason"] == (
         "the translator facebook/nllb-200-distilled-600M is not downloaded yet and cannot be downloaded now (no "
-        "connection to huggingface.co); on a machine with internet run `huggingface-cli download "
+        "connection to huggingface.co); on a machine with internet run `hf download "
         "facebook/nllb-200-distilled-600M --local-dir nllb`, copy that folder here and set translator to its path"
     )
     assert not (tmp_path / "k.json").exists() and not list((tmp_path / "c").glob(".*.tmp-*"))

@@ -134,7 +134,11 @@ def test_the_supervisor_reports_ready_status_and_reload_to_systemd(tmp_path):
     first.mkdir()
     second.mkdir()
     path = tmp_path / "autokr.toml"
-    path.write_text(f'[daemon]\ninbox = ["{first}"]\nstate_dir = "{tmp_path / "state"}"\n', encoding="utf-8")
+    for model in ("whisper", "translator"):  # model folders as a worker takes them (no download here)
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "config.json").write_text("{}")
+    models = '[models]\nwhisper = "./whisper"\ntranslator = "./translator"\n'
+    path.write_text(f'[daemon]\ninbox = ["{first}"]\nstate_dir = "{tmp_path / "state"}"\n{models}', encoding="utf-8")
     config = load_config(path)
     receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     receiver.bind(str(tmp_path / "notify.sock"))
@@ -155,7 +159,7 @@ def test_the_supervisor_reports_ready_status_and_reload_to_systemd(tmp_path):
         assert _messages(receiver) == ["WATCHDOG=1"]  # the problem stays in STATUS= until a good reload
         assert supervisor.config.daemon.inbox == (first,)
 
-        path.write_text(f'[daemon]\ninbox = ["{first}", "{second}"]\nstate_dir = "{tmp_path / "state"}"\n')
+        path.write_text(f'[daemon]\ninbox = ["{first}", "{second}"]\nstate_dir = "{tmp_path / "state"}"\n{models}')
         supervisor.reload()
         assert _messages(receiver)[-1] == "READY=1\nSTATUS=idle"
         assert supervisor.config.daemon.inbox == (first, second)
