@@ -30,6 +30,7 @@ from contract.files import (
     place_without_clobbering,
     write_descriptor,
 )
+from contract.subtitles import existing_sidecars
 from workers.common import (
     Item,
     ProgressCallback,
@@ -121,6 +122,12 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
     own = item.extra.get("own_subtitles") or {}
     _check_video_unchanged(item)
     target, source = document.get("target_language", "ko"), document.get("source_language", "ja")
+    if item.extra.get("video") and not overwrite:
+        # A person's subtitle in the target language under another name (Video.kor.ass), saved
+        # since the job was queued: theirs stands (intake checks the same before any work).
+        theirs = [path for path in existing_sidecars(Path(item.extra["video"]), target) if path != item.output]
+        if theirs:
+            return {"skipped": f"{theirs[0].name} already exists; AutoKR left it as it is", "written": []}
     refused = place_subtitle(item.output, render_srt(segments, "text", target), own.get(str(item.output)), overwrite)
     if refused:
         return {"skipped": refused, "written": []}

@@ -161,7 +161,7 @@ def test_eight_videos_share_one_model_load_per_stage(
     assert models["translate_batch_size"] == 16
     how = "ctranslate2 int8" if engine == "ctranslate2" else "torch float32"  # CPU defaults
     assert models["translate_engine"] == models["transcribe_engine"] == how
-    table = autokr(daemon.config, "status").stdout
+    table = autokr(daemon.config, "status", "--all").stdout
     assert f"{whisper.name} {how} batched ×8 on cpu → {tiny_nllb.name} {how} ×16 on cpu" in table, table
     korean = {(place["inbox"] / f"Clip {number}.ko.srt").read_text(encoding="utf-8") for number in range(8)}
     assert len(korean) == 1 and any("가" <= c <= "힣" for c in korean.pop())  # the same Korean for each

@@ -111,7 +111,7 @@ def test_1_odd_paths_are_recorded_and_a_shift_jis_name_gets_its_subtitle_across_
         job = wait_finished(daemon, shift_jis)
         time.sleep(2.5)  # two more scans see every odd path again
         assert daemon.running()
-        table = autokr(daemon.config, "status").stdout
+        table = autokr(daemon.config, "status", "--all").stdout
         jobs = status(daemon.config)
     ledger.finished(normal, "Normal.mkv beside odd paths")
     assert job["state"] == "done"
@@ -143,7 +143,7 @@ def test_2_a_newline_in_a_name_forges_no_sd_notify_assignment_or_journal_line(
     daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, env=env)
     with stopping(daemon):
         job = wait_finished(daemon, name)
-        table = autokr(daemon.config, "status").stdout
+        table = autokr(daemon.config, "status", "--all").stdout
     ledger.fault()
     ledger.finished(job, repr(name))
     lines = [line for message in notify.messages for line in message.split("\n")]
@@ -153,7 +153,8 @@ def test_2_a_newline_in_a_name_forges_no_sd_notify_assignment_or_journal_line(
     journal = daemon.log().splitlines()
     assert not [line for line in journal if line.startswith(("WATCHDOG=", "MAINPID=", "y.mkv"))]
     assert any("x\\nWATCHDOG=trigger\\nMAINPID=1\\ny.mkv" in line for line in journal)
-    assert len(table.splitlines()) == 2 and "x\\nWATCHDOG=trigger\\nMAINPID=1\\ny.mkv" in table
+    # The daemon line, the header and the one row: the name is on one line, escaped.
+    assert len(table.splitlines()) == 3 and "x\\nWATCHDOG=trigger\\nMAINPID=1\\ny.mkv" in table
 
 
 # --- 3. A subtitle AutoKR did not write is never overwritten ---------------------------------
