@@ -189,7 +189,7 @@ def transcription(whisper_path: Path, device: str, steps: int, batches: list[int
     import whisper
     from whisper.audio import log_mel_spectrogram
 
-    from workers.models import load_whisper
+    from workers.torch_engine import load_whisper
 
     model = load_whisper(str(whisper_path), device, None)
     fp16 = device.startswith("cuda")
@@ -228,7 +228,7 @@ def translation(nllb: Path, device: str, new_tokens: int, batches: list[int]) ->
     import torch
 
     from testkit.tiny_models import SENTENCE_PAIRS
-    from workers.models import load_translator
+    from workers.torch_engine import load_translator
 
     tokenizer, model = load_translator(str(nllb), device, "jpn_Jpan", None)
     forced_bos = tokenizer.convert_tokens_to_ids("kor_Hang")

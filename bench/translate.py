@@ -1,7 +1,7 @@
 """Translation, both engines, on a random-weight model of the real nllb-200-distilled-600M shape.
 
 Each engine runs in a process of its own, loading the model the way the translate worker does
-(``workers.models.load_translator`` for torch, ``workers.ct2`` for CTranslate2, converted once
+(``workers.torch_engine.load_translator`` for torch, ``workers.ct2`` for CTranslate2, converted once
 as a user's first run converts it), then translates the same batch of sentences to a fixed
 number of new tokens (greedy; random weights would otherwise stop at random), ``--repeat``
 times. Prints the median translation wall time, the model load time and the process's peak
@@ -85,7 +85,7 @@ def run_engine(engine: str, model: Path, converted: Path, count: int, new_tokens
     else:
         import torch
 
-        from workers.models import load_translator
+        from workers.torch_engine import load_translator
 
         tokenizer, network = load_translator(str(model), "cpu", "jpn_Jpan", None)
         batch = tokenizer(texts, return_tensors="pt", padding=True)

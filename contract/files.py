@@ -152,7 +152,7 @@ def place_without_clobbering(temporary: Path, path: Path) -> bool:
     A hard link is atomic and fails if ``path`` exists, however late it appeared. File systems
     that refuse hard links (some SMB and FUSE shares) get ``renameat2(RENAME_NOREPLACE)``; where
     that is missing too, a check just before a plain rename, whose window is the one moment
-    between two system calls (documented in the README).
+    between two system calls (documented in docs/guarantees.md).
     """
     try:
         os.link(temporary, path)

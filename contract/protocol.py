@@ -34,8 +34,6 @@ MAX_LINE_BYTES = 64 * 1024
 
 
 # Exit statuses with a meaning beyond "something went wrong".
-EXIT_OK = 0
-EXIT_USAGE = 2
 EXIT_OUT_OF_MEMORY = 3  # CUDA ran out of memory: retry with a smaller batch or model
 EXIT_ORPHANED = 4  # the daemon that started the worker is gone
 EXIT_CLUSTER_UNREACHABLE = 5  # the Ray backend's bridge could not reach the cluster: not the video's fault

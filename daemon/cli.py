@@ -25,7 +25,7 @@ from daemon.jobs import JobState
 from daemon.lock import StateLock
 from daemon.lock import holder as lock_holder
 from daemon.logs import setup_logging
-from daemon.notify import Notifier
+from daemon.sd_notify import Notifier
 from daemon.status import read_problems
 from daemon.store import Store, state_space_problem
 
@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(handler=command_doctor)
 
     systemd_unit = command(
-        "systemd-unit", help="print the systemd unit for this install and config (see README, Service)"
+        "systemd-unit", help="print the systemd unit for this install and config (see docs/service.md)"
     )
     systemd_unit.add_argument(
         "--drop-in", action="store_true", help="only the install-specific lines, as a drop-in for the shipped unit"

@@ -13,10 +13,8 @@ import errno
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ from contract import models
 from contract.errors import AutoKRError
 from contract.media import find_ffmpeg, find_ffprobe
 from daemon.announcer import Notifications, senders_for
+from daemon.availability import HUB, hub_reachable
 from daemon.cluster import ask_cluster
 from daemon.config import Config
 from daemon.media_servers import MediaServer, ServerError
@@ -36,7 +35,6 @@ from daemon.watcher import describe_inotify_error
 
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 UNIT_PATHS = (Path("/etc/systemd/system/autokr.service"), Path("/usr/lib/systemd/system/autokr.service"))
-HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 DEVICE_SECONDS = 180
 IN_CREATE = 0x100  # linux/inotify.h
 
@@ -177,18 +175,8 @@ def check_device(config: Config) -> tuple[Check, dict[str, Any]]:
     return Check("device", True, detail + hint), found
 
 
-def _reachable(url: str, seconds: float = 5.0) -> bool:
-    parts = urllib.parse.urlsplit(url)
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parts.hostname or "", port), timeout=seconds):
-            return True
-    except OSError:
-        return False
-
-
 def check_models(
-    config: Config, chosen: dict[str, Any], reachable: Callable[[str], bool] = _reachable
+    config: Config, chosen: dict[str, Any], reachable: Callable[[str], bool] = hub_reachable
 ) -> Iterator[Check]:
     online: bool | None = None
     for kind in ("whisper", "translator"):
@@ -228,6 +216,8 @@ def _check_server(name: str, server: MediaServer, probe: str) -> Check:
         unmapped = server.check(probe)
     except ServerError as error:
         return Check(name, False, str(error), "check its url and key, and that it runs")
+    except Exception as error:  # noqa: BLE001 - whatever a server answers, doctor reports it
+        return Check(name, False, f"could not be checked ({type(error).__name__})", "check its url, and that it runs")
     if unmapped:
         return Check(name, False, unmapped[0], f"set [{name}] path_map so the inbox maps into one of its libraries")
     return Check(name, True, "reachable, key accepted, the inbox is in one of its libraries")
@@ -236,7 +226,7 @@ def _check_server(name: str, server: MediaServer, probe: str) -> Check:
 def check_unit(config: Config, state_dir_set: bool) -> Iterator[Check]:
     installed = next((path for path in UNIT_PATHS if path.exists()), None)
     if installed is None:
-        yield Check("systemd unit", False, "not installed", "see README, Running it as a service")
+        yield Check("systemd unit", False, "not installed", "see docs/service.md")
         return
     try:
         answer = subprocess.run(["systemctl", "is-enabled", "autokr"], capture_output=True, text=True, timeout=20)

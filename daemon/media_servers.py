@@ -116,7 +116,11 @@ def _request(
     parts = urllib.parse.urlsplit(url)
     connection_class = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
     target = parts.path + (f"?{parts.query}" if parts.query else "")
-    connection = connection_class(parts.hostname or "", parts.port, timeout=timeout)
+    try:
+        port = parts.port
+    except ValueError:
+        raise Unreachable(f"{server}: the port in its url is not a number; check url in the config") from None
+    connection = connection_class(parts.hostname or "", port, timeout=timeout)
     cut = threading.Event()
     deadline = threading.Timer(timeout, _cut, (connection, cut))
     deadline.daemon = True

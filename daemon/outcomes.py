@@ -109,10 +109,10 @@ class Outcomes:
             logger.info("dropped {}: the video is gone", job.path)
         elif ending.on_purpose or ending.returncode == EXIT_CLUSTER_UNREACHABLE:
             self.store.release(job)  # waits at its stage, no attempt counted
-        elif ending.returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(job):
-            pass
         else:
-            failed(self.config, self.store, self.teller, job, ending.reason, self.batch.worker.stderr_tail())
+            retried = ending.returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(job)
+            if not retried:
+                failed(self.config, self.store, self.teller, job, ending.reason, self.batch.worker.stderr_tail())
 
     def _retry_with_less_memory(self, job: Job) -> bool:
         """GPU out of memory: queue the stage again one memory level down (half the batch,

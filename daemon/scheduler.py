@@ -6,7 +6,7 @@ starts (a later stage with work waiting goes first). When the videos waiting to 
 more than one cohort, the partial cohort goes first: 12 videos with 8 a worker run as 4, then
 8. Every stage still loads its model once per cohort, as many times as before (a worker per
 ``videos_per_worker`` videos), but the first subtitles appear after a third of the work instead
-of at the very end (README "Scheduling", bench/schedule.py). Up to ``videos_per_worker``
+of at the very end (docs/performance.md "Scheduling", bench/schedule.py). Up to ``videos_per_worker``
 videos dropped together stay one cohort: one model load per stage.
 """
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from contract.files import write_json_atomically
 from daemon.jobs import JobState
-from daemon.notify import Notifier
+from daemon.sd_notify import Notifier
 
 PING_SECONDS = 1.0
 PROBLEMS_FILE = "problems.json"  # what the running daemon says is wrong, for `autokr status`

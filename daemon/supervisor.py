@@ -39,8 +39,8 @@ from daemon.config import Config, LanguageSettings, load_config
 from daemon.errors import ConfigError, DatabaseLocked, StateFull, StorePaused
 from daemon.intake import Intake
 from daemon.jobs import Job, JobId
-from daemon.notify import Notifier
 from daemon.outcomes import Outcomes, failed
+from daemon.sd_notify import Notifier
 from daemon.slots import Slot, plan_slots
 from daemon.status import Running, StatusReporter, status_line, write_problems
 from daemon.store import Store, state_space_problem
@@ -115,7 +115,7 @@ class Supervisor:
                 logger.info("resuming {} at stage {} (interrupted)", job.path, job.stage)
                 self._sweep_temporary_files(job)
         except StorePaused as error:
-            self._pause(str(error), locked=isinstance(error, DatabaseLocked))
+            self._pause(error)
         self._plan_slots()
         self._start_announcer()
         self._guarded(lambda: self._check_models(ask_hub=True))
@@ -180,9 +180,10 @@ class Supervisor:
         try:
             step()
         except StorePaused as error:
-            self._pause(str(error), locked=isinstance(error, DatabaseLocked))
+            self._pause(error)
 
-    def _pause(self, reason: str, locked: bool = False) -> None:
+    def _pause(self, error: StorePaused) -> None:
+        reason, locked = str(error), isinstance(error, DatabaseLocked)
         if not self.state_full:
             if locked:
                 logger.error("{}; AutoKR pauses (no new work) until it is released", reason)

@@ -334,7 +334,7 @@ SystemCallArchitectures=native
 # System calls: what ordinary services need, less whole groups AutoKR never uses. A call
 # outside the list fails with EPERM (rather than killing the process), so a library that
 # probes for an optional call (NUMA, say) falls back instead of crashing. Checked with PyTorch
-# and the CUDA driver (README, Running it as a service); if your GPU stack needs more, relax
+# and the CUDA driver (docs/service.md); if your GPU stack needs more, relax
 # it with a drop-in holding an empty "SystemCallFilter=" (systemctl edit autokr).
 SystemCallFilter=@system-service
 SystemCallFilter=~@mount @reboot @swap @raw-io @module @debug @cpu-emulation @obsolete @clock

@@ -75,15 +75,3 @@ def local_cluster(gpu_nodes: int, port: int | None = None) -> Iterator[LocalClus
         yield cluster
     finally:
         cluster.shutdown()
-
-
-def listening_elsewhere(pids: set[int]) -> list[str]:
-    """The TCP sockets of ``pids`` that listen on anything but loopback (``ss`` output lines)."""
-    import subprocess
-
-    lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout.splitlines()
-    return [
-        line
-        for line in lines
-        if any(f"pid={pid}," in line for pid in pids) and f" {LOOPBACK}:" not in line and " [::1]:" not in line
-    ]

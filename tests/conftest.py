@@ -6,25 +6,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-SHARED = REPOSITORY.parent / "shared"
-sys.path.insert(0, str(REPOSITORY))  # testkit/, shared with bench/
-
-from testkit.ledger import LEDGER, Ledger  # noqa: E402
-from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper, build_tiny_whisper_hf  # noqa: E402
-
-# .ci/run sets this: there, every test must run, and a skip is a failure.
-REQUIRE_ALL = os.environ.get("AUTOKR_REQUIRE_ALL") == "1"
-
-
-def skip_or_fail(reason: str) -> None:
-    if REQUIRE_ALL:
-        pytest.fail(f"{reason} (AUTOKR_REQUIRE_ALL=1: this test must run here)")
-    pytest.skip(reason)
+from testkit.ledger import LEDGER, Ledger
+from testkit.require import REPOSITORY, SHARED, shared_sample, skip_or_fail
+from testkit.systemd_notify import NotifySocket
+from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper, build_tiny_whisper_hf
 
 
 @pytest.fixture(scope="session")
@@ -86,13 +76,6 @@ def whisper_base_ct2() -> Path:
     return path
 
 
-def shared_sample(name: str) -> Path:
-    path = SHARED / "samples" / name
-    if not path.exists():
-        skip_or_fail(f"{path} not available")
-    return path
-
-
 @pytest.fixture(scope="session")
 def speech_sample() -> Path:
     return shared_sample("neko_ja.mp4")
@@ -125,6 +108,14 @@ def place(tmp_path: Path) -> dict[str, Path]:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     return {"root": tmp_path, "inbox": inbox}
+
+
+@pytest.fixture
+def notify(tmp_path: Path) -> Iterator[NotifySocket]:
+    """A stand-in for systemd's ``NOTIFY_SOCKET``, keeping every message a daemon sends."""
+    receiver = NotifySocket(tmp_path / "notify.sock")
+    yield receiver
+    receiver.close()
 
 
 @pytest.fixture

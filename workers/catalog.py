@@ -38,7 +38,7 @@ def step_down(model: str, batch_size: int, level: int, chain: tuple[str, ...]) -
 # work memory) from faster-whisper's published figures for large-v3 on an RTX 2080 Ti
 # (SYSTRAN/faster-whisper#1030: float16 4.5 GB, int8_float16 3.0 GB with beam 5) plus the
 # cross-attention cache of a greedy batch (~0.25 GB a 30 s chunk in float16 for large-v3);
-# not measured on a GPU here yet (see README "VRAM").
+# not measured on a GPU here yet (see docs/engines.md "VRAM").
 CT2_WHISPER_BY_FREE_MEMORY = (
     (9 * GB, "large-v3", "float16", 16),
     (6.5 * GB, "large-v3", "float16", 8),

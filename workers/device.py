@@ -17,7 +17,7 @@ from typing import Any
 
 def describe(engine: str, device: str, whisper: str, translator: str, compute: str) -> dict[str, Any]:
     if engine == "torch":
-        from workers.models import choose_translator, choose_whisper, free_gpu_memory, resolve_device
+        from workers.torch_engine import choose_translator, choose_whisper, free_gpu_memory, resolve_device
 
         resolved = resolve_device(device)
         free = free_gpu_memory(resolved)

@@ -166,7 +166,7 @@ class Loaded:
 
 def _whisper_on_torch(arguments: Any) -> Loaded:
     from workers.catalog import SMALLER_WHISPER, step_down
-    from workers.models import WHISPER_BATCH, choose_whisper, load_whisper, resolve_device, whisper_batch_size
+    from workers.torch_engine import WHISPER_BATCH, choose_whisper, load_whisper, resolve_device, whisper_batch_size
 
     device = resolve_device(arguments.device)
     batched = arguments.decoding == "batched"

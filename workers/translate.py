@@ -138,7 +138,7 @@ def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
 
 def _translator_on_torch(arguments: Any, source_code: str) -> Loaded:
     from workers.catalog import SMALLER_TRANSLATOR, step_down
-    from workers.models import choose_translator, load_translator, resolve_device
+    from workers.torch_engine import choose_translator, load_translator, resolve_device
 
     device = resolve_device(arguments.device)
     model_name, batch_size = step_down(

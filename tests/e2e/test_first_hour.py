@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY
 
 from daemon.config import ConfigError, load_config
 from daemon.once import ProgressBar
 from testkit.daemon import Daemon, autokr, drop, job_for, stopping, wait_finished, wait_for
+from testkit.require import REPOSITORY
 
 pytestmark = pytest.mark.slow
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}  # nothing answers there
@@ -156,7 +156,7 @@ COMMAND = re.compile(r"`((?:hf|autokr|\.venv/bin/autokr|\.venv/bin/hf) [a-z][a-z
 
 def test_every_command_the_code_and_the_docs_name_exists():
     sources = [*REPOSITORY.glob("daemon/*.py"), *REPOSITORY.glob("workers/*.py"), *REPOSITORY.glob("contract/*.py")]
-    sources += [REPOSITORY / "README.md", REPOSITORY / "config" / "autokr.toml"]
+    sources += [REPOSITORY / "README.md", REPOSITORY / "config" / "autokr.toml", *REPOSITORY.glob("docs/*.md")]
     named = {match for path in sources for match in COMMAND.findall(path.read_text(encoding="utf-8"))}
     assert any(command.startswith("hf download") for command in named), named
     bin_folder = Path(sys.executable).parent

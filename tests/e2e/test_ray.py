@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
 
 from testkit.daemon import (
     Daemon,
@@ -30,6 +29,7 @@ from testkit.daemon import (
     write_config,
 )
 from testkit.ray_cluster import ENVIRONMENT
+from testkit.require import skip_or_fail
 
 pytestmark = pytest.mark.slow
 CLIPS = 4

@@ -21,12 +21,12 @@ from typing import Any
 
 import pysubs2
 import pytest
-from conftest import REPOSITORY, skip_or_fail
 
 from daemon import unit
 from daemon.config import load_config
 from testkit.daemon import drop, wait_for
 from testkit.media import make_video
+from testkit.require import REPOSITORY, skip_or_fail
 from testkit.systemd_sandbox import SERVICE_UID, SystemdSandbox, unavailable_reason
 
 pytestmark = pytest.mark.slow

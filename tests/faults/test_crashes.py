@@ -1,4 +1,4 @@
-"""Guarantees 1, 2 and 5 (README, Guarantees): crashes of the daemon at any moment, workers
+"""Guarantees 1, 2 and 5 (docs/guarantees.md): crashes of the daemon at any moment, workers
 that die or hang, videos deleted or replaced under a running job.
 
 The real daemon runs as a subprocess with real SQLite, ffmpeg and worker processes and the

@@ -19,7 +19,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from test_round2 import NotifySocket
 
 from testkit.daemon import (
     Daemon,
@@ -39,13 +38,6 @@ from testkit.servers import FakeServer
 pytestmark = pytest.mark.slow
 NUMERIC_KEY = 987654321987654  # a key written without quotes: a TOML number
 LOCK_SECONDS = 35  # longer than any busy timeout AutoKR ever had (30 s)
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    receiver = NotifySocket(tmp_path / "notify.sock")
-    yield receiver
-    receiver.close()
 
 
 def hold_lock(database: Path, seconds: float) -> subprocess.Popen[str]:

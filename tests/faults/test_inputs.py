@@ -1,4 +1,4 @@
-"""Guarantees 3, 4, 6, 7 and 8 (README, Guarantees) and hostile names: files still being
+"""Guarantees 3, 4, 6, 7 and 8 (docs/guarantees.md) and hostile names: files still being
 written, bursts, full disks and read-only folders, concurrent readers, long runs."""
 
 from __future__ import annotations

@@ -9,17 +9,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY, skip_or_fail
 
 from testkit.daemon import (
     Daemon,
@@ -37,46 +33,9 @@ from testkit.daemon import (
 from testkit.database import damaged_database
 from testkit.disks import fill, small_tmpfs
 from testkit.media import ffmpeg, make_video
+from testkit.require import REPOSITORY, skip_or_fail
 
 pytestmark = pytest.mark.slow
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET; keeps every message."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.socket.bind(str(path))
-        self.socket.settimeout(0.2)
-        self.messages: list[str] = []
-        self.running = True
-        self.thread = threading.Thread(target=self._receive, daemon=True)
-        self.thread.start()
-
-    def _receive(self) -> None:
-        while self.running:
-            try:
-                self.messages.append(self.socket.recv(65536).decode("utf-8"))
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    def statuses(self) -> list[str]:
-        return [line for message in list(self.messages) for line in message.split("\n") if line.startswith("STATUS=")]
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(timeout=2)
-        self.socket.close()
-
-
-@pytest.fixture
-def notify(tmp_path: Path) -> Iterator[NotifySocket]:
-    receiver = NotifySocket(tmp_path / "notify.sock")
-    yield receiver
-    receiver.close()
 
 
 def log_after(daemon: Daemon, marker: int) -> str:

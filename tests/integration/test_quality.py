@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
 
 from testkit import quality
+from testkit.require import skip_or_fail
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_whisper]
 

@@ -52,3 +52,20 @@ def test_only_the_ray_bridge_and_its_task_import_ray():
         if "ray" in names
     )
     assert importers == ["workers/cluster.py", "workers/remote.py"]
+
+
+def test_the_folder_table_in_the_docs_names_every_module_and_no_other():
+    """docs/development.md's folder table is kept in step with the tree (it drifted once)."""
+    import re
+
+    text = (REPOSITORY / "docs" / "development.md").read_text(encoding="utf-8")
+    for package in ("contract", "daemon", "workers"):
+        (row,) = [line for line in text.splitlines() if line.startswith(f"| `{package}/` |")]
+        named = set(re.findall(r"`([a-z_0-9]+)`", row.split("|")[2]))
+        modules = {path.stem for path in (REPOSITORY / package).glob("*.py") if path.stem != "__init__"}
+        assert modules <= named, f"{package}: not in the table: {sorted(modules - named)}"
+        assert not {name for name in named if (REPOSITORY / package / f"{name}.py").exists()} - modules
+    bench = [line for line in text.splitlines() if line.startswith("| `bench/` |")][0]
+    assert {path.name for path in (REPOSITORY / "bench").iterdir() if path.suffix in (".py", ".sh")} <= set(
+        re.findall(r"`([a-z_]+\.(?:py|sh))`", bench)
+    )

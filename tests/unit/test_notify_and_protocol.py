@@ -9,8 +9,8 @@ import pytest
 
 from contract.protocol import MalformedEvent, decode_event, dumps_json, encode_event, printable
 from daemon.config import load_config
-from daemon.notify import Notifier
 from daemon.runner import describe_exit
+from daemon.sd_notify import Notifier
 from daemon.store import Store
 from daemon.supervisor import Supervisor
 

@@ -8,9 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPOSITORY, skip_or_fail
-
 from daemon import unit
+from testkit.require import REPOSITORY, skip_or_fail
 
 SHIPPED = REPOSITORY / "systemd" / "autokr.service"
 
