@@ -16,6 +16,7 @@ from typing import Protocol
 
 from loguru import logger
 
+from contract.manifest import ManifestItem
 from contract.protocol import StageDone, WorkerEvent
 from daemon import stages
 from daemon.config import Config
@@ -55,7 +56,7 @@ class BatchRunner:
         self,
         config: Config,
         stage: str,
-        items: dict[JobId, stages.BatchItem],
+        items: dict[JobId, ManifestItem],
         manifest: Path,
         memory_level: int = 0,
         wake: threading.Event | None = None,
@@ -125,9 +126,7 @@ class BatchRunner:
             handler.unfinished(job_id, Ending(returncode, on_purpose, reason))
             self.reported.add(job_id)
         outputs = [item.output for item in self.items.values()]
-        outputs += [
-            Path(item.extra["source_output"]) for item in self.items.values() if item.extra.get("source_output")
-        ]
+        outputs += [item.subtitle.source_output for item in self.items.values() if item.subtitle.source_output]
         stages.remove_temporary_files(outputs)
         elapsed = self.monotonic() - self.worker.started_at
         ending = "finished" if returncode == 0 else describe_exit(returncode)

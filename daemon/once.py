@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from contract.errors import AutoKRError
+from contract.manifest import write_manifest
 from contract.pipeline import LAST_STAGE, STAGES
 from contract.protocol import StageDone
 from daemon import stages
@@ -144,7 +145,7 @@ def run_once(
             if stage == LAST_STAGE and output is not None:
                 item = dataclasses.replace(item, output=output)
             manifest = Path(work) / f"{stage}.json"
-            stages.write_manifest(manifest, [item])
+            write_manifest(manifest, [item])
             lines: list[str] = []
             batch = BatchRunner(config, stage, {job_id: item}, manifest, on_log=lines.append if quiet_logs else None)
             handler = _OneVideo(stage, bar)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from contract.files import NAME_MAX, temporary_prefix, write_json_atomically
+from contract.files import NAME_MAX, temporary_prefix
+from contract.manifest import ManifestItem, SubtitleOrder
+from contract.manifest import worker_command as manifest_worker_command
 from contract.pipeline import STAGE
 from daemon.cluster import bridge_command
 from daemon.config import Config
@@ -34,14 +33,6 @@ def name_too_long(path: Path) -> bool:
     return len(os.fsencode(path.name)) > (limit if limit and limit > 0 else NAME_MAX)
 
 
-@dataclass(frozen=True)
-class BatchItem:
-    job_id: JobId
-    input: Path
-    output: Path
-    extra: dict[str, Any]
-
-
 def batch_item(
     config: Config,
     stage: str,
@@ -50,7 +41,7 @@ def batch_item(
     force: bool,
     signature: Signature | None = None,
     own_subtitles: dict[str, Signature] | None = None,
-) -> BatchItem:
+) -> ManifestItem:
     """``signature``: the video's (size, mtime_ns) when it became a job; the subtitle worker
     refuses to write beside a video that no longer matches it (replaced or deleted).
     ``own_subtitles``: path → (size, mtime_ns) of each subtitle AutoKR wrote there before; the
@@ -60,14 +51,16 @@ def batch_item(
     spec = STAGE[stage]
     source = work / spec.reads if spec.reads else video
     if spec.writes:
-        return BatchItem(job_id, source, work / spec.writes, {})
+        return ManifestItem(item_id(job_id), source, work / spec.writes)
     languages = config.languages
-    extra: dict[str, Any] = {"overwrite": force, "source_output": None, "own_subtitles": own_subtitles or {}}
-    if signature is not None:
-        extra["video"], extra["video_signature"] = str(video), list(signature)
-    if config.daemon.write_source_subtitles:
-        extra["source_output"] = str(subtitle_path(video, languages.source))
-    return BatchItem(job_id, source, subtitle_path(video, languages.target), extra)
+    order = SubtitleOrder(
+        source_output=subtitle_path(video, languages.source) if config.daemon.write_source_subtitles else None,
+        overwrite=force,
+        own_subtitles=dict(own_subtitles or {}),
+        video=video if signature is not None else None,
+        video_signature=signature,
+    )
+    return ManifestItem(item_id(job_id), source, subtitle_path(video, languages.target), order)
 
 
 def stage_options(config: Config, stage: str, device: str | None = None) -> list[str]:
@@ -113,15 +106,6 @@ def worker_environment(config: Config) -> dict[str, str]:
     }
 
 
-def write_manifest(path: Path, items: list[BatchItem]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    entries = [
-        {"id": item_id(item.job_id), "input": str(item.input), "output": str(item.output), **item.extra}
-        for item in items
-    ]
-    write_json_atomically(path, entries)
-
-
 def worker_command(
     config: Config, stage: str, manifest: Path, device: str | None = None, remote: bool = False
 ) -> list[str]:
@@ -130,7 +114,7 @@ def worker_command(
     options = stage_options(config, stage, device)
     if remote:
         return [*bridge_command(config), "--stage", stage, "--jobs", str(manifest), "--", *options]
-    return [sys.executable, "-m", STAGE[stage].worker, "--jobs", str(manifest), *options]
+    return manifest_worker_command(stage, manifest, options)
 
 
 def remove_temporary_files(outputs: list[Path]) -> int:

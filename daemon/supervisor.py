@@ -28,6 +28,7 @@ from loguru import logger
 
 from contract import faults
 from contract.files import describe_os_error
+from contract.manifest import ManifestItem, write_manifest
 from contract.pipeline import PIPELINE, STAGE
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE
 from daemon import stages
@@ -354,9 +355,7 @@ class Supervisor:
             "{} {} video(s) in worker pid {}{}: {}", STAGE[stage].verb, len(jobs), batch.worker.pid, where, names
         )
 
-    def _write_manifest(
-        self, config: Config, manifest: Path, stage: str, jobs: list[Job]
-    ) -> dict[JobId, stages.BatchItem]:
+    def _write_manifest(self, config: Config, manifest: Path, stage: str, jobs: list[Job]) -> dict[JobId, ManifestItem]:
         items = {
             job.id: stages.batch_item(
                 config, stage, job.id, Path(job.path), job.force, job.signature,
@@ -364,7 +363,7 @@ class Supervisor:
             )
             for job in jobs
         }  # fmt: skip
-        stages.write_manifest(manifest, list(items.values()))
+        write_manifest(manifest, list(items.values()))
         return items
 
     def _pump(self, busy: Busy) -> None:
@@ -408,7 +407,7 @@ class Supervisor:
 
     def _sweep_temporary_files(self, job: Job) -> None:
         item = stages.batch_item(self._config_for(job), job.stage, job.id, Path(job.path), job.force)
-        outputs = [item.output] + ([Path(item.extra["source_output"])] if item.extra.get("source_output") else [])
+        outputs = [item.output] + ([item.subtitle.source_output] if item.subtitle.source_output else [])
         stages.remove_temporary_files(outputs)
 
     # --- status --------------------------------------------------------------------------

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from contract.files import describe_os_error, write_atomically
+from contract.manifest import ManifestItem
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE, MalformedEvent, decode_event, encode_event
-from workers.common import Item, die_with_parent, emit, items_from_arguments, log
+from workers.common import die_with_parent, emit, items_from_arguments, log
 
 CONNECT_SECONDS = 75.0  # ray.init retries for minutes against a dead address: bounded here
 # Ray Client's server on the head sometimes loses the process it starts for a new client (a gRPC
@@ -122,7 +123,7 @@ def count() -> dict[str, Any]:
 class Batch:
     """One batch as a Ray task: its inputs sent, its messages turned into protocol events."""
 
-    def __init__(self, address: str, stage: str, options: list[str], items: list[Item]) -> None:
+    def __init__(self, address: str, stage: str, options: list[str], items: list[ManifestItem]) -> None:
         self.address = address
         self.stage = stage
         self.options = options
@@ -191,7 +192,7 @@ class Batch:
                 continue
             inputs.append(ray.put(data))
             del data
-            entries.append({"id": item.id, "input": str(item.input), "output": str(item.output), **item.extra})
+            entries.append(item.to_json())
         return entries, inputs
 
     def _still_waiting(self) -> None:

@@ -9,34 +9,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from contract import faults
 from contract.errors import PermanentError, TransientError, WorkerError
 from contract.files import describe_os_error
+from contract.manifest import ManifestItem, read_manifest
 from contract.protocol import EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, encode_event
 
-
-@dataclass(frozen=True)
-class Item:
-    """One video's work at this stage."""
-
-    id: str
-    input: Path
-    output: Path
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 ProgressCallback = Callable[[float], None]
-ProcessFunction = Callable[[Item, ProgressCallback], dict[str, Any] | None]
+ProcessFunction = Callable[[ManifestItem, ProgressCallback], dict[str, Any] | None]
 
 
 def base_parser(description: str, input_help: str, output_help: str) -> argparse.ArgumentParser:
@@ -48,23 +36,14 @@ def base_parser(description: str, input_help: str, output_help: str) -> argparse
     return parser
 
 
-def items_from_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> list[Item]:
+def items_from_arguments(parser: argparse.ArgumentParser, arguments: argparse.Namespace) -> list[ManifestItem]:
     if arguments.jobs is not None:
         if arguments.input is not None:
             parser.error("give either INPUT OUTPUT or --jobs, not both")
-        raw = json.loads(arguments.jobs.read_text(encoding="utf-8"))
-        return [
-            Item(
-                id=str(entry["id"]),
-                input=Path(entry["input"]),
-                output=Path(entry["output"]),
-                extra={k: v for k, v in entry.items() if k not in ("id", "input", "output")},
-            )
-            for entry in raw
-        ]
+        return read_manifest(arguments.jobs)
     if arguments.input is None or arguments.output is None:
         parser.error("INPUT and OUTPUT are required (or --jobs MANIFEST)")
-    return [Item(id="1", input=arguments.input, output=arguments.output)]
+    return [ManifestItem(id="1", input=arguments.input, output=arguments.output)]
 
 
 def log(message: str) -> None:
@@ -93,7 +72,7 @@ class ProgressReporter:
             emit("progress", self.item_id, percent=round(percent, 1))
 
 
-def fail_every_item(items: list[Item], error: WorkerError) -> int:
+def fail_every_item(items: list[ManifestItem], error: WorkerError) -> int:
     """The model a worker needs cannot be had: every video in its manifest says why (a
     ``PermanentError`` for good, anything else to be retried). Returns the exit status."""
     for item in items:
@@ -143,7 +122,7 @@ def start_worker(stage: str) -> None:
     faults.pause_if_armed("start", stage)
 
 
-def run_worker(items: list[Item], process: ProcessFunction) -> int:
+def run_worker(items: list[ManifestItem], process: ProcessFunction) -> int:
     """Runs ``process`` on each item, reporting done/failed per item. Returns the exit status."""
     for item in items:
         try:

@@ -25,9 +25,9 @@ import ffmpeg
 
 from contract.errors import PermanentError, TransientError
 from contract.files import atomic_output
+from contract.manifest import ManifestItem
 from contract.media import CONTAINER_FORMATS, MediaInfo, as_input_url, find_ffmpeg, probe
 from workers.common import (
-    Item,
     ProgressCallback,
     base_parser,
     items_from_arguments,
@@ -86,7 +86,7 @@ def check_padding_and_space(info: MediaInfo, padding: float, output: Path) -> No
         )
 
 
-def extract(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+def extract(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
     info = probe(item.input)
     track = info.choose_audio()
     offset = info.audio_offset(track)

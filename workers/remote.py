@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from importlib import metadata
@@ -28,8 +27,9 @@ from typing import Any
 
 import ray
 
-from contract.pipeline import STAGE
-from contract.protocol import PARENT_PID_ENV, MalformedEvent, decode_event, dumps_json
+from contract.files import write_atomically
+from contract.manifest import ManifestItem, worker_command, write_manifest
+from contract.protocol import PARENT_PID_ENV, MalformedEvent, decode_event
 
 TAIL_LINES = 25
 
@@ -79,14 +79,13 @@ def run_batch(
     with tempfile.TemporaryDirectory(prefix="autokr-ray-") as folder:
         manifest = []
         for number, (entry, reference) in enumerate(zip(entries, inputs, strict=True)):
-            source, target = Path(entry["input"]), Path(entry["output"])
-            local_input = Path(folder) / f"{number}-input{source.suffix}"
-            local_input.write_bytes(ray.get(reference))
-            local_output = Path(folder) / f"{number}-output{target.suffix}"
-            manifest.append({**entry, "input": str(local_input), "output": str(local_output)})
+            item = ManifestItem.from_json(entry)
+            local_input = Path(folder) / f"{number}-input{item.input.suffix}"
+            write_atomically(local_input, ray.get(reference))
+            manifest.append(item.moved(local_input, Path(folder) / f"{number}-output{item.output.suffix}"))
         manifest_path = Path(folder) / "manifest.json"
-        manifest_path.write_text(dumps_json(manifest), encoding="utf-8")
-        command = [sys.executable, "-m", STAGE[stage].worker, "--jobs", str(manifest_path), *options]
+        write_manifest(manifest_path, manifest)
+        command = worker_command(stage, manifest_path, options)
         environment = {**os.environ, PARENT_PID_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"}
         process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
@@ -94,7 +93,7 @@ def run_batch(
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         reader = threading.Thread(target=_forward_log, args=(process.stderr, tail, tell), daemon=True)
         reader.start()
-        outputs = {entry["id"]: Path(entry["output"]) for entry in manifest}
+        outputs = {item.id: item.output for item in manifest}
         assert process.stdout is not None
         for raw in process.stdout:
             _forward_event(raw.decode("utf-8", "replace").rstrip("\n"), outputs, tell)

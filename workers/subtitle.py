@@ -16,6 +16,8 @@ import contextlib
 import json
 import os
 import sys
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +32,9 @@ from contract.files import (
     place_without_clobbering,
     write_descriptor,
 )
+from contract.manifest import ManifestItem, SubtitleOrder
 from contract.subtitles import existing_sidecars
 from workers.common import (
-    Item,
     ProgressCallback,
     base_parser,
     items_from_arguments,
@@ -64,7 +66,7 @@ def _same_content(path: Path, content: bytes) -> bool:
         return os.fstat(handle.fileno()).st_size == len(content) and handle.read(len(content) + 1) == content
 
 
-def place_subtitle(path: Path, content: bytes, own_signature: list[int] | None, overwrite: bool) -> str | None:
+def place_subtitle(path: Path, content: bytes, own_signature: Sequence[int] | None, overwrite: bool) -> str | None:
     """Writes ``content`` to ``path`` atomically unless somebody else's file is there.
 
     Returns None when ``path`` holds ``content``, else why it was left alone. A file may be
@@ -95,21 +97,20 @@ def place_subtitle(path: Path, content: bytes, own_signature: list[int] | None, 
             temporary.unlink()
 
 
-def _check_video_unchanged(item: Item) -> None:
+def _check_video_unchanged(item: ManifestItem) -> None:
     """Subtitles of the old content must never land beside a replaced video."""
-    expected = item.extra.get("video_signature")
-    if not expected:
+    video, expected = item.subtitle.video, item.subtitle.video_signature
+    if video is None or expected is None:
         return
-    video = Path(item.extra["video"])
     try:
         status = video.stat()
     except FileNotFoundError:
         raise TransientError(f"the video {video} was deleted or moved; no subtitle written") from None
-    if [status.st_size, status.st_mtime_ns] != list(expected):
+    if (status.st_size, status.st_mtime_ns) != expected:
         raise TransientError(f"the video {video} changed since it was transcribed; no subtitle written")
 
 
-def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+def write_subtitles(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
     try:
         document = json.loads(item.input.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -118,24 +119,24 @@ def write_subtitles(item: Item, progress: ProgressCallback) -> dict[str, Any]:
     if not any(str(segment.get("text", "")).strip() for segment in segments):
         # An empty .ko.srt would show up as a useless Korean track in Plex/Jellyfin.
         return {"note": NO_SPEECH_NOTE, "written": []}
-    overwrite = bool(item.extra.get("overwrite", False))
-    own = item.extra.get("own_subtitles") or {}
+    order = item.subtitle
+    overwrite, own = order.overwrite, order.own_subtitles
     _check_video_unchanged(item)
     target, source = document.get("target_language", "ko"), document.get("source_language", "ja")
-    if item.extra.get("video") and not overwrite:
+    if order.video is not None and not overwrite:
         # A person's subtitle in the target language under another name (Video.kor.ass), saved
         # since the job was queued: theirs stands (intake checks the same before any work).
-        theirs = [path for path in existing_sidecars(Path(item.extra["video"]), target) if path != item.output]
+        theirs = [path for path in existing_sidecars(order.video, target) if path != item.output]
         if theirs:
             return {"skipped": f"{theirs[0].name} already exists; AutoKR left it as it is", "written": []}
     refused = place_subtitle(item.output, render_srt(segments, "text", target), own.get(str(item.output)), overwrite)
     if refused:
         return {"skipped": refused, "written": []}
     written, notes = [str(item.output)], []
-    source_output = item.extra.get("source_output")
+    source_output = order.source_output
     if source_output:
         content = render_srt(segments, "source_text", source)
-        refused = place_subtitle(Path(source_output), content, own.get(str(source_output)), overwrite)
+        refused = place_subtitle(source_output, content, own.get(str(source_output)), overwrite)
         if refused:
             notes.append(refused)
         else:
@@ -152,9 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
     if arguments.jobs is None:
-        extra = {"source_output": str(arguments.source_output) if arguments.source_output else None}
-        extra["overwrite"] = arguments.overwrite
-        items = [Item(id=item.id, input=item.input, output=item.output, extra=extra) for item in items]
+        order = SubtitleOrder(source_output=arguments.source_output, overwrite=arguments.overwrite)
+        items = [replace(item, subtitle=order) for item in items]
     return run_worker(items, write_subtitles)
 
 

@@ -29,9 +29,9 @@ import numpy as np
 from contract import faults
 from contract.errors import PermanentError, TransientError
 from contract.files import write_json_atomically
+from contract.manifest import ManifestItem
 from workers.chunks import Interval
 from workers.common import (
-    Item,
     ProgressCallback,
     base_parser,
     fail_every_item,
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.memory_level:
         log(f"memory level {arguments.memory_level}: {loaded.model}, at most {loaded.batch_size} chunks a batch")
 
-    def transcribe(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+    def transcribe(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
         if not item.input.exists():
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)

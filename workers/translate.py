@@ -22,8 +22,8 @@ from contract import faults
 from contract.errors import PermanentError, TransientError
 from contract.files import write_json_atomically
 from contract.languages import nllb_code
+from contract.manifest import ManifestItem
 from workers.common import (
-    Item,
     ProgressCallback,
     base_parser,
     fail_every_item,
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"memory level {arguments.memory_level}: {loaded.model}, batches of {loaded.batch_size}")
     num_beams = arguments.num_beams or (4 if loaded.on_gpu else 1)
 
-    def translate(item: Item, progress: ProgressCallback) -> dict[str, Any]:
+    def translate(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
         try:
             transcript = json.loads(item.input.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
