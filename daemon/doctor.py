@@ -184,8 +184,10 @@ def check_models(
         name = str(chosen.get(kind) or setting)
         if models.is_path(setting):
             problem = models.folder_problem(kind, Path(setting))
-            fix = "" if problem is None else f"fix [models] {kind} in {config.path}"
-            yield Check(f"{kind} model", problem is None, problem or setting, fix, problem is not None)
+            what = "the path does not exist" if not Path(setting).exists() else "it is no model AutoKR can use"
+            fix = "" if problem is None else f"fix [models] {kind}: {what}"
+            detail = setting if problem is None else f"{problem} (in {config.path})"
+            yield Check(f"{kind} model", problem is None, detail, fix, problem is not None)
         elif (found := models.downloaded(kind, name, config.model_dir)) is not None:
             yield Check(f"{kind} model", True, f"{name}, downloaded ({found})")
         else:

@@ -289,8 +289,9 @@ def test_a_folder_the_service_user_cannot_write_fails_clearly_until_fixed(servic
     failed = wait_for(
         lambda: (job := service.job("Episode.mkv")) and job["state"] == "failed" and job, 240, "the job to fail"
     )
-    assert failed["stage"] == "subtitle"
-    assert failed["error"].startswith(f"cannot write {locked}/") and failed["error"].endswith(": permission denied")
+    # Said before any stage runs (reliability round 3, item 19), naming the folder, not a temporary file.
+    assert failed["stage"] == "extract" and failed["runs"] == {}
+    assert failed["error"] == f"cannot write subtitles beside it: {locked} is not writable by the user AutoKR runs as"
     assert list(locked.iterdir()) == [video]  # no partial subtitle, no temporary file
     assert service.show("ActiveState")["ActiveState"] == "active"
     os.chown(locked, SERVICE_UID, SERVICE_UID)  # what the README tells the user to do
