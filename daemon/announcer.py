@@ -286,8 +286,24 @@ class TargetSender(threading.Thread):
         self.wake = threading.Event()
         self._logged = ""  # the error last logged
 
+    def _open(self) -> Store | None:
+        """Its database connection; while the database is locked or full, it waits (None: stopped)."""
+        said = False
+        while not self.stopping.is_set():
+            try:
+                return self.open_store()
+            except StorePaused as error:
+                if not said:
+                    logger.warning("announcements wait: {}", error)
+                    said = True
+                self.wake.wait(5.0)
+        return None
+
     def run(self) -> None:
-        with self.open_store() as store:
+        store = self._open()
+        if store is None:
+            return
+        with store:
             outbox = Outbox(store)
             while not self.stopping.is_set():
                 try:
