@@ -38,6 +38,7 @@ from testkit.servers import FakeServer
 pytestmark = pytest.mark.slow
 NUMERIC_KEY = 987654321987654  # a key written without quotes: a TOML number
 LOCK_SECONDS = 35  # longer than any busy timeout AutoKR ever had (30 s)
+SHORT_LOCK_SECONDS = 13  # longer than AutoKR's busy timeout now (10 s): it must pause, not wait
 
 
 def hold_lock(database: Path, seconds: float) -> subprocess.Popen[str]:
@@ -93,9 +94,9 @@ def test_2_a_database_locked_by_another_process_is_waited_for_never_called_damag
         assert daemon.running()
         second = wait_finished(daemon, "B.mkv", 120)
     # Started while another process holds the lock: it waits, then starts.
-    holder = hold_lock(database, LOCK_SECONDS)
+    holder = hold_lock(database, SHORT_LOCK_SECONDS)
     marker = len(daemon.log())
-    daemon.start(ready_seconds=LOCK_SECONDS + 30)
+    daemon.start(ready_seconds=SHORT_LOCK_SECONDS + 30)
     with stopping(daemon):
         started_log = daemon.log()[marker:]
         assert holder.wait(10) == 0
@@ -272,9 +273,9 @@ def test_the_daemon_down_and_security_cases_together_leave_it_up_the_victim_inta
         with inotify_used_up():
             daemon = Daemon(config, root / "daemon.log", env={"NOTIFY_SOCKET": str(notify.path)}).start()
         with stopping(daemon):
-            holder = hold_lock(database, LOCK_SECONDS)
+            holder = hold_lock(database, SHORT_LOCK_SECONDS)
             drop(clip, folder, video)
-            assert holder.wait(LOCK_SECONDS + 10) == 0
+            assert holder.wait(SHORT_LOCK_SECONDS + 10) == 0
             job = wait_finished(daemon, video, 120)
             wait_for(
                 lambda: plex.calls("GET", "/library/sections/1/refresh") and hook.requests, 60, "Plex and the hook"
