@@ -28,12 +28,7 @@ def resolve_setting(setting: str, base: Path) -> str:
     to ``base``, the config file's folder), or the name as it is."""
     if setting == AUTO or not setting.strip():
         return setting
-    relative = base / setting
-    if (
-        setting.startswith(PATH_PREFIXES)
-        or setting.endswith(".pt")
-        or (not setting.startswith("/") and relative.is_dir())
-    ):
+    if is_path(setting) or (base / setting).is_dir():
         path = Path(setting).expanduser()
         return str(path if path.is_absolute() else (base / path).resolve())
     return setting
@@ -67,10 +62,9 @@ def downloaded(kind: str, name: str, model_dir: Path) -> Path | None:
     download or conversion that was cut off (a hidden ``.partial`` or ``.tmp-`` folder) is not a
     model."""
     if kind == "whisper":
-        candidates = [model_dir / "whisper" / "faster-whisper" / slug(name)]  # the ctranslate2 engine
-        for candidate in candidates:
-            if _complete_ct2(candidate):
-                return candidate
+        converted = model_dir / "whisper" / "faster-whisper" / slug(name)  # the ctranslate2 engine
+        if _complete_ct2(converted):
+            return converted
         checkpoint = model_dir / "whisper" / f"{name}.pt"  # the torch engine (openai-whisper's own file name)
         return checkpoint if checkpoint.is_file() else None
     for conversion in sorted((model_dir / "ctranslate2").glob(f"{slug(name)}-*")):

@@ -81,9 +81,10 @@ class ModelWatch:
             self.online = self.reachable()
         return self.online
 
-    def check(self, config: Config, ask_hub: bool = True) -> None:
-        """Looks again. ``ask_hub``: the hub is asked anew (at start and reload), else its last
-        answer stands (the periodic look at the folders)."""
+    def check(self, config: Config, ask_hub: bool = True) -> bool:
+        """Looks again; True when a stage is held now or was until now (its videos' notes are
+        then to be written or cleared). ``ask_hub``: the hub is asked anew (at start and
+        reload), else its last answer stands (the periodic look at the folders)."""
         if ask_hub:
             self.online = None
         self.checked_at = self.monotonic()
@@ -93,12 +94,13 @@ class ModelWatch:
                 logger.error("{} videos wait: {}", stage, reason[len(WAITING) :])
         for stage in set(self.blocked) - set(found):
             logger.info("the {} model can be had now: its videos carry on", stage)
+        held = bool(found or self.blocked)
         self.blocked = found
+        return held
 
     def tick(self, config: Config) -> bool:
         """Every ``RECHECK_SECONDS`` a look at the folders (the hub's last answer stands);
-        True when it looked."""
+        True as ``check``."""
         if self.monotonic() - self.checked_at < RECHECK_SECONDS:
             return False
-        self.check(config, ask_hub=False)
-        return True
+        return self.check(config, ask_hub=False)

@@ -51,21 +51,31 @@ class StateLock:
             self.descriptor = None
 
 
+def kernel_locks(path: Path) -> list[tuple[str, str, int, str, str]]:
+    """The locks the kernel holds on ``path`` (``/proc/locks``), as (kind, mode, pid, start,
+    end): ``FLOCK``/``POSIX``, ``READ``/``WRITE``. Empty when it cannot be read."""
+    try:
+        status = os.stat(path)
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return []
+    wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
+    found = []
+    for line in table.splitlines():
+        fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF
+        if len(fields) >= 8 and fields[5] == wanted and fields[4].isdigit():
+            found.append((fields[1], fields[3], int(fields[4]), fields[6], fields[7]))
+    return found
+
+
 def holder(state_dir: Path) -> int | None:
     """The pid of the daemon that holds ``state_dir``'s lock, or None when none does; asked of
     ``/proc/locks`` without taking the lock (a daemon starting that instant must not find it
     taken by ``autokr status``)."""
     path = state_dir / LOCK_NAME
-    try:
-        status = os.stat(path)
-        table = Path("/proc/locks").read_text()
-    except OSError:
-        return None
-    wanted = f"{os.major(status.st_dev):02x}:{os.minor(status.st_dev):02x}:{status.st_ino}"
-    for line in table.splitlines():
-        fields = line.split()  # 1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF
-        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == wanted:
+    for kind, _, pid, _, _ in kernel_locks(path):
+        if kind == "FLOCK":
             with contextlib.suppress(OSError, ValueError):
                 return int(path.read_text(encoding="ascii").strip())  # the pid as the daemon wrote it
-            return int(fields[4])
+            return pid
     return None

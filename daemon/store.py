@@ -50,6 +50,7 @@ from daemon.errors import (
     StoreError,
 )
 from daemon.jobs import Job, JobFacts, JobId, JobState, Signature, StageRecord
+from daemon.lock import kernel_locks
 from daemon.migrations import MIGRATIONS, SCHEMA_VERSION
 
 # Below this much free space (or 16 free inodes) the state folder counts as full: the daemon
@@ -60,6 +61,7 @@ MIN_STATE_FREE_INODES = 16
 # daemon's own transactions and those of `autokr retry` take milliseconds; this bounds how long
 # the main loop can be held up by someone else's (the watchdog allows 120 s).
 BUSY_SECONDS = 10.0
+WAL_WRITE_LOCK_BYTE = 120  # sqlite3.c: WALINDEX_LOCK_OFFSET, the first of the -shm file's lock bytes
 
 
 def path_key(path: str) -> bytes:
@@ -87,17 +89,20 @@ def state_space_problem(folder: Path) -> str | None:
 
 
 def lock_holders(path: Path) -> list[int]:
-    """The other processes that have ``path`` (or its ``-wal``/``-shm``) open, as far as
-    ``/proc`` shows them to this user: who may hold its lock."""
-    names = {str(path.absolute()), f"{path.absolute()}-wal", f"{path.absolute()}-shm"}
-    holders = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if any(os.readlink(fd) in names for fd in (entry / "fd").iterdir()):
-                holders.append(int(entry.name))
-    return holders
+    """The other process that holds the database's write lock: in WAL mode, SQLite's
+    ``WAL_WRITE_LOCK`` is a POSIX lock on byte 120 of the ``-shm`` file, which ``/proc/locks``
+    shows with its pid (readers, the daemon among them, hold other bytes)."""
+    return sorted(
+        {
+            pid
+            for kind, mode, pid, start, end in kernel_locks(Path(f"{path}-shm"))
+            if kind == "POSIX"
+            and mode == "WRITE"
+            and pid != os.getpid()
+            and int(start) <= WAL_WRITE_LOCK_BYTE
+            and (end == "EOF" or int(end) >= WAL_WRITE_LOCK_BYTE)
+        }
+    )
 
 
 def _locked(path: Path) -> DatabaseLocked:

@@ -152,9 +152,8 @@ class Supervisor:
     def _check_models(self, ask_hub: bool = False) -> None:
         """Whether the configured models can be had (``daemon/availability.py``); the videos
         waiting at a stage whose model cannot be are held there, their note says why."""
-        if ask_hub:
-            self.models.check(self.config, ask_hub=True)
-        elif not self.models.tick(self.config):
+        held = self.models.check(self.config, ask_hub=True) if ask_hub else self.models.tick(self.config)
+        if not held:
             return
         # At every look: videos that reached a held stage since get the note, a freed one loses it.
         for spec in PIPELINE:

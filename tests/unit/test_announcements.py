@@ -14,15 +14,8 @@ from daemon.announcer import Announcer, Notifications, Outbox, Teller, describe_
 from daemon.config import ConfigError, read_secret
 from daemon.media_servers import Change, Jellyfin, Plex, Rejected, Unreachable, map_path
 from daemon.store import Store
+from testkit.clock import Clock
 from testkit.servers import FakeServer
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

@@ -24,19 +24,12 @@ from daemon.discovery import accept
 from daemon.jobs import JobState
 from daemon.media_servers import Change, Jellyfin, Plex, ServerError
 from daemon.store import Store, state_space_problem
+from testkit.clock import Clock
 from testkit.media import make_video
 from testkit.servers import FakeServer, HostileServer
 from workers.subtitle import place_subtitle
 
 SHIFT_JIS_FOLDER = os.fsdecode("/srv/アニメ".encode("shift_jis"))  # not UTF-8: a folder from an old Windows disk
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
