@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """8 short clips queued in the daemon at once, against ``autokr once`` on each in turn.
 
-usage: bench/batch.py [--whisper MODEL] [--translator MODEL] [--clips 8] [--seconds 5]
+usage: python -m bench.batch [--whisper MODEL] [--translator MODEL] [--clips 8] [--seconds 5]
 
 Without model arguments it builds the tests' tiny models (random-weight Whisper, tiny
 NLLB), which isolates what batching saves: process starts and model loads. Prints both wall
@@ -18,12 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))  # testkit/
+from testkit.daemon import Daemon, status, wait_for, write_config
+from testkit.media import make_video
+from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper
 
-from testkit.daemon import Daemon, status, wait_for, write_config  # noqa: E402
-from testkit.media import make_video  # noqa: E402
-from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ be downloaded where this runs). Prints:
    token is suppressed, so random weights cannot make one side stop early), and peak memory;
 3. translation throughput by batch size, greedy and beam 4, for a fixed number of new tokens.
 
-    python3 bench/gpu.py --device cuda            # bench/gpu.sh runs this on a GPU machine
-    python3 bench/gpu.py --device cpu --small     # the same code on tiny shapes, for a check
+    python3 -m bench.gpu --device cuda            # bench/gpu.sh runs this on a GPU machine
+    python3 -m bench.gpu --device cpu --small     # the same code on tiny shapes, for a check
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import wave
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
 
 LARGE_V3_HF = dict(vocab_size=51866, num_mel_bins=128, d_model=1280, encoder_layers=32,
                    encoder_attention_heads=20, decoder_layers=32, decoder_attention_heads=20,
@@ -274,7 +273,11 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.cuda.empty_cache()
         # Measure the workers from a clean card: this process's own CUDA context would count.
-        subprocess.run([sys.executable, __file__, "--workers-only", str(work), arguments.device], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "bench.gpu", "--workers-only", str(work), arguments.device],
+            check=True,
+            cwd=REPOSITORY,
+        )
     batches = [1, 4, 8, 16]
     transcription(whisper_path, arguments.device, arguments.steps, batches)
     translation(nllb, arguments.device, 32, [1, 8, 32])

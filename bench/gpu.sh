@@ -29,4 +29,4 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELI
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv
 python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'
 python3 -c 'import ctranslate2; print("ctranslate2", ctranslate2.__version__, ctranslate2.get_cuda_device_count(), "GPU")' || true
-python3 bench/gpu.py --device cuda --work /tmp/autokr-gpu "$@" 2>&1 | tee "${OUT:-/tmp}/gpu-bench.txt"
+python3 -m bench.gpu --device cuda --work /tmp/autokr-gpu "$@" 2>&1 | tee "${OUT:-/tmp}/gpu-bench.txt"

@@ -15,8 +15,8 @@ if [ "${1:-}" = "--prepare" ]; then
   set -e
   bench/gpu.sh --prepare >/dev/null
   mkdir -p .bpf
-  python3 bench/syscall_filter.py export .bpf/eperm.bpf
-  python3 bench/syscall_filter.py export .bpf/kill.bpf --kill
+  python3 -m bench.syscall_filter export .bpf/eperm.bpf
+  python3 -m bench.syscall_filter export .bpf/kill.bpf --kill
   exit 0
 fi
 if compgen -G ".whl/*.whl" >/dev/null; then
@@ -32,10 +32,10 @@ for mode in none eperm kill; do
   echo "=== filter: $mode"
   started=$(date +%s)
   if [ "$mode" = none ]; then
-    python3 bench/gpu.py --device cuda --small --steps 20 --work "/tmp/autokr-filter-$mode"
+    python3 -m bench.gpu --device cuda --small --steps 20 --work "/tmp/autokr-filter-$mode"
   else
-    python3 bench/syscall_filter.py run ".bpf/$mode.bpf" -- \
-      python3 bench/gpu.py --device cuda --small --steps 20 --work "/tmp/autokr-filter-$mode"
+    python3 -m bench.syscall_filter run ".bpf/$mode.bpf" -- \
+      python3 -m bench.gpu --device cuda --small --steps 20 --work "/tmp/autokr-filter-$mode"
   fi
   rc=$?
   echo "=== filter: $mode exit $rc after $(( $(date +%s) - started )) s"

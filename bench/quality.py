@@ -1,7 +1,7 @@
 """Subtitle quality against known speech intervals.
 
-    bench/quality.py VIDEO REFERENCE.json [--whisper MODEL] [--translator MODEL]
-    bench/quality.py --make CLIP.mkv REFERENCE.json [--audio-offset 2]  # a clip made with pyopenjtalk-plus
+    python -m bench.quality VIDEO REFERENCE.json [--whisper MODEL] [--translator MODEL]
+    python -m bench.quality --make CLIP.mkv REFERENCE.json [--audio-offset 2]  # a clip made with pyopenjtalk-plus
 
 Runs the whole pipeline (``autokr once`` code path) on VIDEO, then prints, for the Korean and
 the Japanese subtitles: mean absolute boundary error against the reference speech intervals,
@@ -18,11 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+from testkit.quality import analyse, load_cues, run_pipeline
+from workers.timing import merge_intervals, overlapping
 
-from testkit.quality import analyse, load_cues, run_pipeline  # noqa: E402
-from workers.timing import merge_intervals, overlapping  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Wall time for a few videos with one worker slot against two, on this machine.
 
-usage: bench/scale.py VIDEO [--copies 4] [--whisper MODEL] [--translator MODEL] [--ray]
+usage: python -m bench.scale VIDEO [--copies 4] [--whisper MODEL] [--translator MODEL] [--ray]
 
 Each run starts a fresh daemon on an empty inbox with ``[cluster] devices`` of one ``"cpu"`` and
 then two, copies VIDEO in ``--copies`` times (two videos a worker, so two cohorts) and polls
@@ -27,11 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))  # testkit/
+from testkit.daemon import Daemon, children, command_line, rss_kb, status, write_config
+from testkit.ray_cluster import ENVIRONMENT
 
-from testkit.daemon import Daemon, children, command_line, rss_kb, status, write_config  # noqa: E402
-from testkit.ray_cluster import ENVIRONMENT  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def one_run(root: Path, video: Path, copies: int, whisper: str, translator: str, cluster: dict) -> float:

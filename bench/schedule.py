@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Time to the first subtitle and to the last, for videos dropped into the daemon at once:
 this tree's scheduling against an earlier release's, measured in the same run.
 
-usage: bench/schedule.py VIDEO [--copies 12] [--whisper MODEL] [--translator MODEL]
+usage: python -m bench.schedule VIDEO [--copies 12] [--whisper MODEL] [--translator MODEL]
                          [--baseline REV] [--videos-per-worker 8]
 
 Each run starts a fresh daemon (real voice activity detection and filter) on an empty inbox,
@@ -24,10 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))  # testkit/
+from testkit.daemon import Daemon, status, write_config
 
-from testkit.daemon import Daemon, status, write_config  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def one_run(

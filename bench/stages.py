@@ -1,7 +1,7 @@
 """Per-stage wall time, real-time factor and peak memory of both engines, against faster-whisper's
 own batched pipeline and the plain ``whisper`` command on the same audio, measured in one run.
 
-    bench/stages.py VIDEO... [--whisper-pt FILE] [--whisper-ct2 DIR] [--translator MODEL]
+    python -m bench.stages VIDEO... [--whisper-pt FILE] [--whisper-ct2 DIR] [--translator MODEL]
                              [--device cpu] [--reference TEXT_FILE] [--repeat N] [--runs N]
 
 Rows (each the median of ``--runs`` whole processes; peak RSS the largest of them):
@@ -151,7 +151,6 @@ def main(argv: list[str] | None = None) -> int:
             memory = results["transcribe ctranslate2"][1] / results["faster-whisper"][1]
             print(f"  peak RSS ctranslate2 / faster-whisper: {memory:.2f}")
             if arguments.reference:
-                sys.path.insert(0, str(REPOSITORY))  # testkit/
                 from testkit.speech import character_error_rate  # after the runs: numpy would count in theirs
 
                 spoken = arguments.reference.read_text(encoding="utf-8").strip() * arguments.repeat

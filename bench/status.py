@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """``autokr status`` on a library: its lines, bytes and time for N videos (default 20,000),
 the summary and ``--all``, median of three runs each.
 
-usage: bench/status.py [--videos 20000]
+usage: python -m bench.status [--videos 20000]
 """
 
 from __future__ import annotations
@@ -15,10 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
+from daemon.store import Store
 
-from daemon.store import Store  # noqa: E402
+REPOSITORY = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

@@ -7,8 +7,8 @@ number of new tokens (greedy; random weights would otherwise stop at random), ``
 times. Prints the median translation wall time, the model load time and the process's peak
 RSS, and the ratios.
 
-    python3 bench/translate.py                  # 16 sentences × 40 new tokens, 3 runs each
-    python3 bench/translate.py --small          # tiny shapes: a check of this script
+    python3 -m bench.translate                  # 16 sentences × 40 new tokens, 3 runs each
+    python3 -m bench.translate --small          # tiny shapes: a check of this script
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPOSITORY))
 
 DISTILLED_600M = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encoder_attention_heads=16,
                       decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096,
@@ -113,11 +112,16 @@ def run_engine(engine: str, model: Path, converted: Path, count: int, new_tokens
 
 def measure(engine: str, arguments: argparse.Namespace) -> dict:
     """Runs ``engine`` in a child process of its own."""
-    command = [sys.executable, __file__, "--child", engine, "--work", str(arguments.work),
+    command = [sys.executable, "-m", "bench.translate", "--child", engine, "--work", str(arguments.work),
                "--sentences", str(arguments.sentences), "--new-tokens", str(arguments.new_tokens),
                "--repeat", str(arguments.repeat)]  # fmt: skip
     finished = subprocess.run(
-        command, stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, check=False
+        command,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TQDM_DISABLE": "1"},
+        check=False,
+        cwd=REPOSITORY,
     )
     if finished.returncode != 0:
         raise SystemExit(f"{engine} failed ({finished.returncode})")
@@ -151,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: random weights, {'tiny' if arguments.small else 'nllb-200-distilled-600M'} shape "
           f"({time.monotonic() - started:.0f} s to build or find); {arguments.sentences} sentences × "
           f"{arguments.new_tokens} new tokens, greedy, one batch, CPU, {os.cpu_count()} cores")  # fmt: skip
-    subprocess.run([sys.executable, __file__, "--child", "convert", "--work", str(arguments.work)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "bench.translate", "--child", "convert", "--work", str(arguments.work)],
+        check=True,
+        cwd=REPOSITORY,
+    )
     results = {engine: measure(engine, arguments) for engine in ("torch", "ctranslate2")}
     for result in results.values():
         walls = ", ".join(f"{wall:.2f}" for wall in result["walls_s"])

@@ -19,11 +19,11 @@ import json
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from contract.errors import PermanentError
 from contract.files import write_json_atomically
 from contract.pipeline import STAGE
+from contract.protocol import JsonObject
 
 Signature = tuple[int, int]
 """A file's (size, mtime_ns): how AutoKR recognises a file it wrote."""
@@ -64,8 +64,8 @@ class ManifestItem:
         """The same work with its files elsewhere (a Ray node's temporary folder)."""
         return replace(self, input=input, output=output)
 
-    def to_json(self) -> dict[str, Any]:
-        value: dict[str, Any] = {"id": self.id, "input": str(self.input), "output": str(self.output)}
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {"id": self.id, "input": str(self.input), "output": str(self.output)}
         order = self.subtitle
         if order != SubtitleOrder():
             value |= {
@@ -78,7 +78,7 @@ class ManifestItem:
         return value
 
     @classmethod
-    def from_json(cls, value: Any) -> ManifestItem:
+    def from_json(cls, value: object) -> ManifestItem:
         """Raises ``ValueError``/``KeyError``/``TypeError`` on anything but the form above."""
         if not isinstance(value, dict):
             raise TypeError("an item is not an object")
@@ -87,22 +87,30 @@ class ManifestItem:
         order = SubtitleOrder(
             source_output=Path(_text(source_output)) if source_output else None,
             overwrite=bool(value.get("overwrite", False)),
-            own_subtitles={
-                _text(path): _signature(sig) for path, sig in dict(value.get("own_subtitles") or {}).items()
-            },
+            own_subtitles={_text(path): _signature(sig) for path, sig in _object(value.get("own_subtitles")).items()},
             video=Path(_text(value["video"])) if value.get("video") else None,
             video_signature=_signature(signature) if signature else None,
         )
         return cls(_text(value["id"]), Path(_text(value["input"])), Path(_text(value["output"])), order)
 
 
-def _text(value: Any) -> str:
+def _object(value: object) -> dict[object, object]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError("own_subtitles is not an object")
+    return value
+
+
+def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"{value!r} is not a non-empty string")
     return value
 
 
-def _signature(value: Any) -> Signature:
+def _signature(value: object) -> Signature:
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise TypeError(f"{value!r} is not a (size, mtime) pair")
     size, mtime_ns = value
     return int(size), int(mtime_ns)
 

@@ -47,6 +47,24 @@ class MalformedEvent(ValueError):
     """A line that claims to be an event (it starts with ``EVENT_PREFIX``) but is not one."""
 
 
+JsonObject = dict[str, object]
+"""A JSON object as ``json.loads`` gives it: its values are checked where they are read."""
+
+
+def whole_number(document: JsonObject, key: str) -> int:
+    """``document[key]`` as a whole number, 0 when it is absent or null.
+
+    Raises:
+        ValueError: it is something else (text, a fraction, true/false).
+    """
+    value = document.get(key)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} is not a whole number: {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class WorkerEvent:
     """One protocol message from a worker."""

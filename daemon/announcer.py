@@ -25,12 +25,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from loguru import logger
 
 from contract.errors import AutoKRError
-from contract.protocol import printable
+from contract.protocol import JsonObject, printable
 from daemon.config import Config, read_secret
 from daemon.errors import ConfigError, StorePaused
 from daemon.media_servers import Change, Jellyfin, MediaServer, Plex, Rejected, ServerError, Unreachable
@@ -52,7 +51,7 @@ class Entry:
     """``jellyfin``, ``plex`` or ``notify``."""
     topic: str
     """What is sent together: the folder, for a media server; ``""`` for a notification."""
-    payload: dict[str, Any]
+    payload: JsonObject
     created_at: float
     attempts: int
     state: str
@@ -66,7 +65,7 @@ class Outbox:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def add(self, target: str, topic: str, payload: dict[str, Any], state: str = "pending") -> None:
+    def add(self, target: str, topic: str, payload: JsonObject, state: str = "pending") -> None:
         """``topic`` and the payload's paths may hold bytes that are not UTF-8 (a Shift-JIS
         folder): the ``topic`` column holds a readable text form (``\\xNN``), the exact one
         travels in the payload's JSON (``\\udcNN`` escapes, which JSON keeps losslessly), as
@@ -79,7 +78,7 @@ class Outbox:
                 (target, readable_path(topic), json.dumps({**payload, TOPIC: topic}), now, now, state),
             )
 
-    def entries(self, where: str = "state = 'pending'", params: tuple[Any, ...] = ()) -> list[Entry]:
+    def entries(self, where: str = "state = 'pending'", params: tuple[object, ...] = ()) -> list[Entry]:
         cursor = self.store.db.execute(
             "SELECT id, target, topic, payload, created_at, attempts, state, last_error, due_at "
             f"FROM outbox WHERE {where} ORDER BY id",
@@ -221,7 +220,7 @@ class Teller:
             if target == NOTIFY:
                 continue
             for change in changes:
-                payload = {"subtitle": change.subtitle, "change": change.kind}
+                payload: JsonObject = {"subtitle": change.subtitle, "change": change.kind}
                 self.outbox.add(target, str(Path(change.subtitle).parent), payload)
 
     def message(self, topic: str, title: str, body: str) -> None:

@@ -2,9 +2,9 @@
 (asked of ``python -m workers.cluster --count``), and whether it can be reached.
 
 A bridge that cannot reach the cluster exits with ``EXIT_CLUSTER_UNREACHABLE``; its videos
-wait at their stage (no attempt counted) and Ray work pauses: no new Ray batch for
+wait at their stage (no attempt counted) and Ray work pauses: no new Ray task for
 ``RETRY_SECONDS``, the reason in ``STATUS=`` and in ``autokr status`` (through a small file in
-the state folder, written by the daemon and read by the command). The next batch that reaches
+the state folder, written by the daemon and read by the command). The next cohort that reaches
 the cluster clears it. Extraction and subtitles carry on meanwhile: they run here.
 """
 
@@ -16,11 +16,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from loguru import logger
 
 from contract.files import write_json_atomically
+from contract.protocol import JsonObject, whole_number
 from daemon.config import Config
 from daemon.runner import WorkerAnswerError, ask_worker
 
@@ -33,7 +33,7 @@ def bridge_command(config: Config) -> list[str]:
     return [sys.executable, "-m", "workers.cluster", "--address", config.cluster.address]
 
 
-def ask_cluster(config: Config) -> dict[str, Any]:
+def ask_cluster(config: Config) -> JsonObject:
     """``{"gpus", "nodes", "version"}`` from the bridge (``--count``), or ``{"problem": why not}``."""
     try:
         return ask_worker([*bridge_command(config), "--count"], COUNT_SECONDS)
@@ -44,7 +44,7 @@ def ask_cluster(config: Config) -> dict[str, Any]:
 def count_cluster_gpus(config: Config) -> tuple[int, str]:
     """The GPUs in the cluster, or (0, why not)."""
     found = ask_cluster(config)
-    return int(found.get("gpus", 0)), str(found.get("problem", ""))
+    return whole_number(found, "gpus"), str(found.get("problem", ""))
 
 
 def bridge_reason(stderr: str) -> str:

@@ -18,11 +18,11 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from contract import models
 from contract.errors import AutoKRError
 from contract.media import find_ffmpeg, find_ffprobe
+from contract.protocol import JsonObject, whole_number
 from daemon.announcer import Notifications, senders_for
 from daemon.availability import HUB, hub_reachable
 from daemon.cluster import ask_cluster
@@ -150,7 +150,7 @@ def check_inotify(config: Config) -> Iterator[Check]:
     yield Check("inotify", ok, detail, "" if ok else fix)
 
 
-def ask_device(config: Config) -> dict[str, Any]:
+def ask_device(config: Config) -> JsonObject:
     """What a worker process sees: the device, its free memory, the models ``auto`` picks."""
     models = config.models
     command = [
@@ -160,15 +160,16 @@ def ask_device(config: Config) -> dict[str, Any]:
     return ask_worker(command, DEVICE_SECONDS)
 
 
-def check_device(config: Config) -> tuple[Check, dict[str, Any]]:
+def check_device(config: Config) -> tuple[Check, JsonObject]:
     try:
         found = ask_device(config)
     except (AutoKRError, OSError, subprocess.SubprocessError, ValueError) as error:
         fix = "run ./setup.sh again (the worker packages may be broken)"
         return Check("device", False, f"a worker could not report it: {error}", fix, True), {}
-    free = f", {found['free_bytes'] / 1e9:.1f} GB free" if found.get("free_bytes") else ""
+    free_bytes = whole_number(found, "free_bytes")
+    free = f", {free_bytes / 1e9:.1f} GB free" if free_bytes else ""
     detail = (
-        f"{found['device']}{free}: {Path(found['whisper']).name} → {Path(found['translator']).name} "
+        f"{found['device']}{free}: {Path(str(found['whisper'])).name} → {Path(str(found['translator'])).name} "
         f"({found['compute_type']})"
     )
     hint = "" if found["device"] != "cpu" else " (no CUDA GPU seen: runs on the CPU, far slower)"
@@ -176,7 +177,7 @@ def check_device(config: Config) -> tuple[Check, dict[str, Any]]:
 
 
 def check_models(
-    config: Config, chosen: dict[str, Any], reachable: Callable[[str], bool] = hub_reachable
+    config: Config, chosen: JsonObject, reachable: Callable[[str], bool] = hub_reachable
 ) -> Iterator[Check]:
     online: bool | None = None
     for kind in ("whisper", "translator"):
@@ -251,7 +252,7 @@ def check_cluster(config: Config) -> Iterator[Check]:
     name = f"Ray cluster {config.cluster.address}"
     answer = ask_cluster(config)
     if answer.get("problem"):
-        yield Check(name, False, answer["problem"], "start it (ray start --head …) or fix [cluster] address", True)
+        yield Check(name, False, str(answer["problem"]), "start it (ray start --head …) or fix [cluster] address", True)
     elif not answer.get("gpus"):
         yield Check(name, False, f"{answer['nodes']} node(s), no GPU", "start a node with ray start --num-gpus=N", True)
     else:

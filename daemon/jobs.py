@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, NewType
 
+from contract.protocol import JsonObject
+
 JobId = NewType("JobId", int)
 """A job's row id. On the wire (manifests, worker events) it is its decimal text:
 ``item_id``/``job_id_from_item`` convert, nowhere else."""
@@ -59,13 +61,20 @@ class StageRecord:
     device: str | None = None
     """The slot that ran it: ``cuda:1``, ``cpu``."""
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         return {name.name: getattr(self, name.name) for name in fields(self) if getattr(self, name.name) is not None}
 
     @classmethod
-    def from_json(cls, value: dict[str, Any]) -> StageRecord:
-        known = {name.name for name in fields(cls)}
-        return cls(**{key: item for key, item in value.items() if key in known})
+    def from_json(cls, value: JsonObject) -> StageRecord:
+        def text(key: str) -> str | None:
+            found = value.get(key)
+            return None if found is None else str(found)
+
+        batch_size = value.get("batch_size")
+        return cls(
+            text("model"), text("engine"), text("decoding"),
+            batch_size if isinstance(batch_size, int) and not isinstance(batch_size, bool) else None, text("device"),
+        )  # fmt: skip
 
     @property
     def empty(self) -> bool:
@@ -106,7 +115,7 @@ class JobFacts:
         )
 
     def to_json(self) -> str:
-        value: dict[str, Any] = {}
+        value: JsonObject = {}
         if self.stages:
             value["stages"] = {stage: record.to_json() for stage, record in self.stages.items()}
         if self.subtitles:
@@ -127,7 +136,7 @@ class JobFacts:
     def with_stage(self, stage: str, record: StageRecord) -> JobFacts:
         return self if record.empty else replace(self, stages={**self.stages, stage: record})
 
-    def models_by_suffix(self) -> dict[str, Any]:
+    def models_by_suffix(self) -> JsonObject:
         """The documented ``models`` object of ``status --json``: ``{"transcribe_model": …,
         "transcribe_engine": …, "translate_batch_size": …}``."""
         return {
@@ -174,7 +183,7 @@ class Job:
         values["force"] = bool(values["force"])
         return cls(**values)
 
-    def as_public_dict(self) -> dict[str, Any]:
+    def as_public_dict(self) -> JsonObject:
         """The stable JSON shape of ``autokr status --json`` (other tools rely on it)."""
         return {
             "id": self.id,

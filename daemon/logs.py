@@ -11,22 +11,25 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from contract.protocol import printable
 
+if TYPE_CHECKING:
+    from loguru import Record
+
 SYSLOG_PRIORITY = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 
 
-def _journal_format(record: Any) -> str:
+def _journal_format(record: Record) -> str:
     priority = SYSLOG_PRIORITY.get(record["level"].name, 6)
     # "\<" keeps loguru from reading "<6>" as a colour tag.
     return f"\\<{priority}>{{message}}\n{{exception}}"
 
 
-def _escape_message(record: Any) -> None:
+def _escape_message(record: Record) -> None:
     # One record is one journal line: a file name's newline or escape sequence is shown
     # escaped, never acted on (a name could otherwise forge a log line or colour a terminal).
     record["message"] = printable(record["message"])

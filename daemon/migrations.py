@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
 
 import sqlite_utils
 
 from contract.pipeline import STAGES
+from contract.protocol import JsonObject
 
 SCHEMA_VERSION = 4
 
@@ -60,7 +60,7 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     suffixes = ("model", "engine", "decoding", "batch_size")
     for job_id, text in db.execute("SELECT id, facts FROM jobs").fetchall():
         facts = json.loads(text or "{}")
-        stages: dict[str, dict[str, Any]] = facts.setdefault("stages", {})
+        stages: dict[str, JsonObject] = facts.setdefault("stages", {})
         for key in list(facts):
             for suffix in suffixes:
                 stage = key[: -len(suffix) - 1]

@@ -1,6 +1,6 @@
 """``autokr once``: the whole pipeline for one video, without the daemon or its database.
 
-It runs the same worker processes through the same ``BatchRunner`` as the daemon, one stage
+It runs the same worker processes through the same ``CohortRunner`` as the daemon, one stage
 after the other, in a temporary work folder; its handler keeps the result in memory.
 """
 
@@ -21,7 +21,7 @@ from contract.manifest import write_manifest
 from contract.pipeline import LAST_STAGE, STAGES
 from contract.protocol import StageDone
 from daemon import stages
-from daemon.batch import BatchRunner, Ending
+from daemon.cohort import CohortRunner, Ending
 from daemon.config import Config, _default_state_dir
 from daemon.errors import WorkerFailed
 from daemon.jobs import JobId
@@ -91,7 +91,7 @@ def check_outputs(config: Config, video: Path, output: Path | None, force: bool)
 
 
 class _OneVideo:
-    """``once``'s ``BatchHandler``: keeps the one video's result and shows its progress."""
+    """``once``'s ``CohortHandler``: keeps the one video's result and shows its progress."""
 
     def __init__(self, stage: str, bar: ProgressBar) -> None:
         self.stage = stage
@@ -141,20 +141,20 @@ def run_once(
             )
         written: list[Path] = []
         for stage in STAGES:
-            item = stages.batch_item(config, stage, job_id, video, force=force)
+            item = stages.manifest_item(config, stage, job_id, video, force=force)
             if stage == LAST_STAGE and output is not None:
                 item = dataclasses.replace(item, output=output)
             manifest = Path(work) / f"{stage}.json"
             write_manifest(manifest, [item])
             lines: list[str] = []
-            batch = BatchRunner(config, stage, {job_id: item}, manifest, on_log=lines.append if quiet_logs else None)
+            cohort = CohortRunner(config, stage, {job_id: item}, manifest, on_log=lines.append if quiet_logs else None)
             handler = _OneVideo(stage, bar)
-            while batch.pump(handler) is None:
+            while cohort.pump(handler) is None:
                 with contextlib.suppress(subprocess.TimeoutExpired):  # keep showing progress
-                    batch.worker.process.wait(timeout=0.2)
+                    cohort.worker.process.wait(timeout=0.2)
             if handler.result is None:
-                raise WorkerFailed(f"{stage}: {handler.failure}", batch.worker.stderr_tail(), permanent=True)
-            bar.finish(stage, time.monotonic() - batch.worker.started_at)
+                raise WorkerFailed(f"{stage}: {handler.failure}", cohort.worker.stderr_tail(), permanent=True)
+            bar.finish(stage, time.monotonic() - cohort.worker.started_at)
             if stage == LAST_STAGE:
                 written = [Path(path) for path in handler.result.written]
                 if handler.result.note:

@@ -1,7 +1,7 @@
-"""What the daemon makes of each video's end in a batch: the stage recorded as done (and, after
+"""What the daemon makes of each video's end in a cohort: the stage recorded as done (and, after
 the last stage, the work files cleaned and AutoKR's stale subtitle removed), a failed attempt
 retried with backoff, a GPU out of memory retried one memory level down, a vanished video
-dropped. ``Outcomes`` is the daemon's ``BatchHandler`` (``daemon/batch.py``)."""
+dropped. ``Outcomes`` is the daemon's ``CohortHandler`` (``daemon/cohort.py``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from contract.pipeline import LAST_STAGE
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE, EXIT_OUT_OF_MEMORY, StageDone
 from daemon import stages
 from daemon.announcer import Teller, minutes
-from daemon.batch import BatchRunner, Ending
+from daemon.cohort import CohortRunner, Ending
 from daemon.config import Config
 from daemon.jobs import Job, JobId, JobState, Signature, StageRecord
 from daemon.media_servers import Change
@@ -28,26 +28,26 @@ PROGRESS_SAVE_SECONDS = 1.0  # a running job's progress is written at most this 
 
 
 class Outcomes:
-    """Records one batch's events in the store."""
+    """Records one cohort's events in the store."""
 
     def __init__(
         self,
         config: Config,
         store: Store,
         teller: Teller,
-        batch: BatchRunner,
+        cohort: CohortRunner,
         jobs: dict[JobId, Job],
         monotonic: Callable[[], float],
     ) -> None:
         self.config = config
         self.store = store
         self.teller = teller
-        self.batch = batch
+        self.cohort = cohort
         self.jobs = jobs
         self.monotonic = monotonic
         self._saved_at: dict[JobId, float] = {}
 
-    # --- BatchHandler --------------------------------------------------------------------
+    # --- CohortHandler --------------------------------------------------------------------
 
     def progress(self, job_id: JobId, percent: float) -> None:
         now = self.monotonic()
@@ -56,15 +56,15 @@ class Outcomes:
             self.store.set_progress(self.jobs[job_id], percent)
 
     def done(self, job_id: JobId, result: StageDone) -> None:
-        job, stage = self.jobs[job_id], self.batch.stage
+        job, stage = self.jobs[job_id], self.cohort.stage
         last = stage == LAST_STAGE
-        written = [Path(path) for path in result.written] if last else [self.batch.items[job_id].output]
+        written = [Path(path) for path in result.written] if last else [self.cohort.items[job_id].output]
         missing = [str(path) for path in written if not path.exists()]
         if missing:
             failed(self.config, self.store, self.teller, job, f"worker reported success but {missing[0]} is missing")
             return
         faults.crash_daemon_if_armed("before-commit", stage)
-        device = result.node or (self.batch.slot.name if self.batch.slot else None)
+        device = result.node or (self.cohort.slot.name if self.cohort.slot else None)
         record = StageRecord(result.model, result.engine, result.decoding, result.batch_size, device)
         subtitles: dict[str, Signature] | None = None
         if last:
@@ -99,30 +99,30 @@ class Outcomes:
 
     def failed(self, job_id: JobId, reason: str, permanent: bool) -> None:
         failed(
-            self.config, self.store, self.teller, self.jobs[job_id], reason, self.batch.worker.stderr_tail(), permanent
+            self.config, self.store, self.teller, self.jobs[job_id], reason, self.cohort.worker.stderr_tail(), permanent
         )
 
     def unfinished(self, job_id: JobId, ending: Ending) -> None:
         job = self.jobs[job_id]
         if ending.on_purpose and not os.path.exists(job.path):
-            self.store.drop(job.id, f"the video was deleted or moved during {self.batch.stage}")
+            self.store.drop(job.id, f"the video was deleted or moved during {self.cohort.stage}")
             logger.info("dropped {}: the video is gone", job.path)
         elif ending.on_purpose or ending.returncode == EXIT_CLUSTER_UNREACHABLE:
             self.store.release(job)  # waits at its stage, no attempt counted
         else:
             retried = ending.returncode == EXIT_OUT_OF_MEMORY and self._retry_with_less_memory(job)
             if not retried:
-                failed(self.config, self.store, self.teller, job, ending.reason, self.batch.worker.stderr_tail())
+                failed(self.config, self.store, self.teller, job, ending.reason, self.cohort.worker.stderr_tail())
 
     def _retry_with_less_memory(self, job: Job) -> bool:
         """GPU out of memory: queue the stage again one memory level down (half the batch,
         then the next smaller model); False once there is no level left to try."""
-        level = self.batch.memory_level + 1
+        level = self.cohort.memory_level + 1
         if level > MAX_MEMORY_LEVEL:
             return False
         reason = f"out of GPU memory; retrying with less (memory level {level}: smaller batch or model)"
         if self.store.requeue_smaller(job, level, reason):
-            logger.warning("{} at {}: {}", job.path, self.batch.stage, reason)
+            logger.warning("{} at {}: {}", job.path, self.cohort.stage, reason)
         return True
 
 

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from typing import IO
 
 from loguru import logger
 
@@ -28,6 +28,7 @@ from contract.protocol import (
     EXIT_OUT_OF_MEMORY,
     MAX_LINE_BYTES,
     PARENT_PID_ENV,
+    JsonObject,
     MalformedEvent,
     WorkerEvent,
     decode_event,
@@ -62,7 +63,7 @@ class WorkerAnswerError(AutoKRError):
     """A worker asked a question (``--count``, ``workers.device``) gave no answer."""
 
 
-def ask_worker(command: list[str], seconds: float) -> dict[str, Any]:
+def ask_worker(command: list[str], seconds: float) -> JsonObject:
     """Runs a worker that answers with one JSON object on its last line of stdout (the daemon
     asks instead of importing CUDA or Ray libraries itself).
 

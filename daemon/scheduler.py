@@ -30,7 +30,7 @@ class Waiting(Protocol):
 J = TypeVar("J", bound=Waiting)
 
 
-def next_batch(ready: Sequence[J], stages: Sequence[str], limit: int) -> list[J]:
+def next_cohort(ready: Sequence[J], stages: Sequence[str], limit: int) -> list[J]:
     """The jobs the next worker takes, in arrival (id) order, from the jobs ``ready`` to run.
 
     ``stages`` is the pipeline in order; ``limit`` is ``videos_per_worker``."""

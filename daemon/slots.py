@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from contract.pipeline import PIPELINE
+from contract.protocol import whole_number
 from daemon.cluster import count_cluster_gpus
 from daemon.config import Config
 from daemon.runner import WorkerAnswerError, ask_worker
@@ -38,7 +39,7 @@ class Slot:
     environment: dict[str, str] = field(default_factory=dict)
     """``CUDA_VISIBLE_DEVICES``: the card this slot's workers see ("" on the CPU: none)."""
     remote: bool = False
-    """Its batches run as Ray tasks on the cluster (``workers/cluster.py``), not here."""
+    """Its cohorts run as Ray tasks on the cluster (``workers/cluster.py``), not here."""
 
 
 def slots_for(devices: Sequence[str], visible: str | None = None) -> list[Slot]:
@@ -63,7 +64,7 @@ def slots_for(devices: Sequence[str], visible: str | None = None) -> list[Slot]:
 
 def ray_slots(gpus: int) -> list[Slot]:
     """The Ray backend: one slot for each GPU in the cluster (at least one: a cluster that is
-    down or has no GPU yet pauses Ray work instead), each batch a Ray task that Ray places on
+    down or has no GPU yet pauses Ray work instead), each cohort a Ray task that Ray places on
     a node with a free card; the stages without a model run here, beside the videos."""
     count = max(1, gpus)
     names = ["ray"] if count == 1 else [f"ray {number}" for number in range(1, count + 1)]
@@ -94,7 +95,7 @@ def count_gpus() -> int:
     """The CUDA devices a worker process sees (``workers/device.py``: the daemon stays free of
     CUDA libraries); 0 when it cannot tell, with the reason logged."""
     try:
-        return int(ask_worker([sys.executable, "-m", "workers.device", "--count"], COUNT_SECONDS)["gpus"])
+        return whole_number(ask_worker([sys.executable, "-m", "workers.device", "--count"], COUNT_SECONDS), "gpus")
     except (WorkerAnswerError, ValueError, KeyError, TypeError) as error:
         logger.warning("could not count the GPUs ({}): working on the CPU", error)
         return 0

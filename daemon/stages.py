@@ -1,4 +1,4 @@
-"""Where each stage reads and writes, and the worker command line for a batch of jobs."""
+"""Where each stage reads and writes, and the worker command line for a cohort of jobs."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def name_too_long(path: Path) -> bool:
     return len(os.fsencode(path.name)) > (limit if limit and limit > 0 else NAME_MAX)
 
 
-def batch_item(
+def manifest_item(
     config: Config,
     stage: str,
     job_id: JobId,
@@ -109,7 +109,7 @@ def worker_environment(config: Config) -> dict[str, str]:
 def worker_command(
     config: Config, stage: str, manifest: Path, device: str | None = None, remote: bool = False
 ) -> list[str]:
-    """``remote``: the batch runs on the Ray cluster, through the bridge (``workers/cluster.py``),
+    """``remote``: the cohort runs on the Ray cluster (one Ray task), through the bridge (``workers/cluster.py``),
     which passes the options after ``--`` on to the same stage worker on a node."""
     options = stage_options(config, stage, device)
     if remote:

@@ -35,7 +35,7 @@ def read_problems(state_dir: Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Running:
-    """The running batch as ``STATUS=`` shows it: its verb, its first video and how far along."""
+    """The running cohort as ``STATUS=`` shows it: its verb, its first video and how far along."""
 
     verb: str
     name: str

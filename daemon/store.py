@@ -33,7 +33,6 @@ import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import sqlite_utils
 
@@ -277,7 +276,7 @@ class Store:
 
     # --- reading -------------------------------------------------------------------------
 
-    def _rows(self, where: str = "1", params: tuple[Any, ...] = (), limit: int | None = None) -> list[Job]:
+    def _rows(self, where: str = "1", params: tuple[object, ...] = (), limit: int | None = None) -> list[Job]:
         tail = f" LIMIT {int(limit)}" if limit else ""
         cursor = self.db.execute(f"SELECT * FROM jobs WHERE {where} ORDER BY id{tail}", params)
         names = [d[0] for d in cursor.description]
@@ -337,7 +336,7 @@ class Store:
 
     # --- writing -------------------------------------------------------------------------
 
-    def _update(self, connection: sqlite3.Connection, job_id: JobId, **values: Any) -> None:
+    def _update(self, connection: sqlite3.Connection, job_id: JobId, **values: object) -> None:
         values = {name: value.value if isinstance(value, JobState) else value for name, value in values.items()}
         values["updated_at"] = self.clock()
         assignments = ", ".join(f"{name} = ?" for name in values)
@@ -399,10 +398,10 @@ class Store:
         now = self.clock()
         return self._rows("state = ? AND (not_before <= ? OR updated_at > ?)", (JobState.QUEUED.value, now, now))
 
-    def next_batch(self, limit: int, stages: Collection[str] = STAGES) -> list[Job]:
+    def next_cohort(self, limit: int, stages: Collection[str] = STAGES) -> list[Job]:
         """Up to ``limit`` jobs for the next worker, at one of ``stages`` (what its slot runs),
         as ``daemon.scheduler`` decides (read only; ``claim`` takes them)."""
-        return scheduler.next_batch([job for job in self.ready() if job.stage in stages], STAGES, limit)
+        return scheduler.next_cohort([job for job in self.ready() if job.stage in stages], STAGES, limit)
 
     def claim(self, jobs: list[Job], languages: tuple[str, str] | None = None) -> list[Job]:
         """Marks ``jobs`` running, counting a run of their stage; returns those still waiting
@@ -425,9 +424,9 @@ class Store:
                 claimed.append(job.id)
         return [self.get(job_id) for job_id in claimed]
 
-    def claim_next_batch(self, limit: int) -> list[Job]:
-        """``claim(next_batch(limit))``."""
-        return self.claim(self.next_batch(limit))
+    def claim_next_cohort(self, limit: int) -> list[Job]:
+        """``claim(next_cohort(limit))``."""
+        return self.claim(self.next_cohort(limit))
 
     def _current(self, connection: sqlite3.Connection, job: Job) -> bool:
         """True while the job is still the run we started (not reset or dropped meanwhile)."""

@@ -2,8 +2,8 @@
 
 Signal handlers only set flags; everything happens here, in one thread, in this order each
 turn: stop/reload flags → intake (inotify paths, periodic scan, promotion: ``daemon/intake.py``)
-→ the running batch's events (``daemon/batch.py``, recorded by ``daemon/outcomes.py``) → the
-next batch, as ``daemon/scheduler.py`` picks it → status and watchdog ping
+→ the running cohort's events (``daemon/cohort.py``, recorded by ``daemon/outcomes.py``) → the
+next cohort, as ``daemon/scheduler.py`` picks it → status and watchdog ping
 (``daemon/status.py``).
 
 A full state folder (``StateFull`` from the store, or too little free space) or a database
@@ -34,8 +34,8 @@ from contract.protocol import EXIT_CLUSTER_UNREACHABLE
 from daemon import stages
 from daemon.announcer import Announcer, Teller, announcer_key, expire_unconfigured, senders_for
 from daemon.availability import WAITING, ModelWatch
-from daemon.batch import BatchRunner
 from daemon.cluster import ClusterWatch, bridge_reason
+from daemon.cohort import CohortRunner
 from daemon.config import Config, LanguageSettings, load_config
 from daemon.errors import ConfigError, DatabaseLocked, StateFull, StorePaused
 from daemon.intake import Intake
@@ -47,7 +47,7 @@ from daemon.status import Running, StatusReporter, status_line, write_problems
 from daemon.store import Store, state_space_problem
 
 STATE_FULL_RECHECK_SECONDS = 5.0  # while paused for a full state folder, look again this often
-DELETED_CHECK_SECONDS = 1.0  # how often the running batch's videos are checked to still exist
+DELETED_CHECK_SECONDS = 1.0  # how often the running cohort's videos are checked to still exist
 
 
 @dataclass
@@ -96,7 +96,7 @@ class Supervisor:
         self.slots: list[Slot] = []  # where workers may run, from [cluster] (at start)
         self.cluster = ClusterWatch(config, monotonic)  # the Ray backend: reachable, or paused
         self.models = ModelWatch(monotonic)  # which stages wait for a model that cannot be had
-        self.busy: dict[str, Busy] = {}  # slot name → the batch running there
+        self.busy: dict[str, Busy] = {}  # slot name → the cohort running there
         self.config_problem = ""  # shown in STATUS= until a reload succeeds
         self.problems_written: list[str] | None = None  # what <state_dir>/problems.json holds
         self.state_full = ""  # why the daemon is paused ("state folder is full ...", "... locked ..."), or ""
@@ -173,7 +173,7 @@ class Supervisor:
             if problem:
                 raise StateFull(problem)
             for slot in free:
-                self._start_next_batch(slot)
+                self._start_next_cohort(slot)
 
     def _guarded(self, step: Callable[[], None]) -> None:
         """Runs ``step``; a full state folder pauses the daemon instead of stopping it."""
@@ -218,7 +218,7 @@ class Supervisor:
         self.notifier.send(STOPPING=1, STATUS="stopping")
         for busy in list(self.busy.values()):
             try:
-                self._stop_batch(busy)
+                self._stop_cohort(busy)
             except StorePaused as error:  # the jobs stay "running": the next start resumes them
                 logger.warning("{}: interrupted jobs are resumed at the next start", error)
         self.intake.stop()
@@ -251,7 +251,7 @@ class Supervisor:
         self.intake.reload(new)
         old, self.config = self.config, new
         if (new.cluster, new.models.device) != (old.cluster, old.models.device):
-            # A worker running in a slot that is no longer listed finishes its batch first.
+            # A worker running in a slot that is no longer listed finishes its cohort first.
             self.cluster = ClusterWatch(new, self.monotonic)
             self._plan_slots()
         self._start_announcer()
@@ -299,7 +299,7 @@ class Supervisor:
         self.announcer.start()
         logger.info("telling {} about new subtitles", ", ".join(senders))
 
-    # --- the running batch ---------------------------------------------------------------
+    # --- the running cohort --------------------------------------------------------------
 
     def _languages(self, job: Job) -> tuple[str, str]:
         """The job's (source, target): pinned when its first stage started, else the config's."""
@@ -312,12 +312,12 @@ class Supervisor:
             return self.config
         return dataclasses.replace(self.config, languages=LanguageSettings(source=source, target=target))
 
-    def _start_next_batch(self, slot: Slot) -> None:
+    def _start_next_cohort(self, slot: Slot) -> None:
         runnable = [stage for stage in slot.stages if stage not in self.models.blocked]
-        waiting = self.store.next_batch(self.config.models.videos_per_worker, runnable)
+        waiting = self.store.next_cohort(self.config.models.videos_per_worker, runnable)
         if not waiting:
             return
-        # One batch, one pair of languages (a reload may have changed them for newer jobs).
+        # One cohort, one pair of languages (a reload may have changed them for newer jobs).
         waiting = [job for job in waiting if self._languages(job) == self._languages(waiting[0])]
         config = self._config_for(waiting[0])
         stage = waiting[0].stage
@@ -338,25 +338,25 @@ class Supervisor:
         jobs = self.store.claim(waiting, languages=self._languages(waiting[0]))
         if not jobs:
             return
-        if len(jobs) != len(waiting):  # one changed meanwhile (autokr retry --force): not in this batch
+        if len(jobs) != len(waiting):  # one changed meanwhile (autokr retry --force): not in this cohort
             items = self._write_manifest(config, manifest, stage, jobs)
         level = max(job.facts.memory_levels.get(stage, 0) for job in jobs)
         faults.crash_daemon_if_armed("before-worker", stage)
-        batch = BatchRunner(
+        cohort = CohortRunner(
             config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic, slot=slot
         )
         claimed = {job.id: job for job in jobs}
-        outcomes = Outcomes(self.config, self.store, self.teller, batch, claimed, self.monotonic)
-        self.busy[slot.name] = Busy(slot, batch, outcomes, claimed)
+        outcomes = Outcomes(self.config, self.store, self.teller, cohort, claimed, self.monotonic)
+        self.busy[slot.name] = Busy(slot, cohort, outcomes, claimed)
         names = ", ".join(Path(job.path).name for job in jobs)
         where = f" on {slot.name}" if len(self.slots) > 1 else ""
         logger.info(
-            "{} {} video(s) in worker pid {}{}: {}", STAGE[stage].verb, len(jobs), batch.worker.pid, where, names
+            "{} {} video(s) in worker pid {}{}: {}", STAGE[stage].verb, len(jobs), cohort.worker.pid, where, names
         )
 
     def _write_manifest(self, config: Config, manifest: Path, stage: str, jobs: list[Job]) -> dict[JobId, ManifestItem]:
         items = {
-            job.id: stages.batch_item(
+            job.id: stages.manifest_item(
                 config, stage, job.id, Path(job.path), job.force, job.signature,
                 own_subtitles=job.facts.subtitles,
             )
@@ -371,41 +371,41 @@ class Supervisor:
         now = self.monotonic()
         if now - busy.deleted_checked_at >= DELETED_CHECK_SECONDS:
             busy.deleted_checked_at = now
-            waiting = [busy.jobs[job_id] for job_id in busy.batch.waiting]
+            waiting = [busy.jobs[job_id] for job_id in busy.cohort.waiting]
             if waiting and not any(os.path.exists(job.path) for job in waiting):
-                logger.info("the video(s) of the running {} worker were deleted: stopping it", busy.batch.stage)
-                busy.batch.stop()
+                logger.info("the video(s) of the running {} worker were deleted: stopping it", busy.cohort.stage)
+                busy.cohort.stop()
         self._collect(busy)
 
-    def _stop_batch(self, busy: Busy) -> None:
+    def _stop_cohort(self, busy: Busy) -> None:
         """Stops a running worker on purpose: its unfinished videos wait at their stage (or
         are dropped, when gone)."""
-        busy.batch.stop()
+        busy.cohort.stop()
         self._collect(busy)
 
     def _collect(self, busy: Busy) -> None:
-        """Hands the batch's events to ``Outcomes``; forgets the batch once it is over."""
-        returncode = busy.batch.pump(busy.outcomes)
+        """Hands the cohort's events to ``Outcomes``; forgets the cohort once it is over."""
+        returncode = busy.cohort.pump(busy.outcomes)
         if returncode is None:
             return
         del self.busy[busy.slot.name]
         if not busy.slot.remote:
             return
         if returncode == EXIT_CLUSTER_UNREACHABLE:
-            self.cluster.unreachable(bridge_reason(busy.batch.worker.stderr_tail()) or "no answer")
-        elif self.cluster.problem and (returncode == 0 or busy.batch.reported) and not self.flags.stop:
+            self.cluster.unreachable(bridge_reason(busy.cohort.worker.stderr_tail()) or "no answer")
+        elif self.cluster.problem and (returncode == 0 or busy.cohort.reported) and not self.flags.stop:
             self._plan_slots()  # it answered again: it may have more GPUs now, or fewer
 
     def _stop_worker_of(self, job: Job) -> None:
         """Intake is about to start ``job`` over (its video changed): a worker at it stops first."""
         for busy in list(self.busy.values()):
-            if job.id in busy.batch.waiting:
-                stage = busy.batch.stage
+            if job.id in busy.cohort.waiting:
+                stage = busy.cohort.stage
                 logger.warning("{} changed while its {} worker ran: stopping it, starting over", job.path, stage)
-                self._stop_batch(busy)
+                self._stop_cohort(busy)
 
     def _sweep_temporary_files(self, job: Job) -> None:
-        item = stages.batch_item(self._config_for(job), job.stage, job.id, Path(job.path), job.force)
+        item = stages.manifest_item(self._config_for(job), job.stage, job.id, Path(job.path), job.force)
         outputs = [item.output] + ([item.subtitle.source_output] if item.subtitle.source_output else [])
         stages.remove_temporary_files(outputs)
 
@@ -417,9 +417,9 @@ class Supervisor:
             first = next(iter(busy.jobs))
             running.append(
                 Running(
-                    STAGE[busy.batch.stage].verb,
+                    STAGE[busy.cohort.stage].verb,
                     Path(busy.jobs[first].path).name,
-                    busy.batch.progress.get(first, 0.0),
+                    busy.cohort.progress.get(first, 0.0),
                     len(busy.jobs) - 1,
                     busy.slot.name if len(self.slots) > 1 else "",
                 )  # fmt: skip
@@ -436,10 +436,10 @@ class Supervisor:
 
 @dataclass
 class Busy:
-    """A slot's running batch: its worker, who records its events, the jobs it claimed."""
+    """A slot's running cohort: its worker, who records its events, the jobs it claimed."""
 
     slot: Slot
-    batch: BatchRunner
+    cohort: CohortRunner
     outcomes: Outcomes
     jobs: dict[JobId, Job]
     deleted_checked_at: float = 0.0

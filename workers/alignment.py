@@ -10,15 +10,47 @@ same cross-attention weights, median filter and dynamic time warping as
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
 import torch
 from whisper.audio import TOKENS_PER_SECOND
-from whisper.timing import median_filter, merge_punctuations
+from whisper.model import Whisper
+from whisper.timing import WordTiming, median_filter, merge_punctuations
+from whisper.tokenizer import Tokenizer
 
 PREPEND_PUNCTUATIONS = "\"'“¿([{-"
 APPEND_PUNCTUATIONS = "\"'.。,，!！?？:：”)]}、"
+
+
+class TimedWord(TypedDict):
+    """A word with its start and end (seconds) and the decoder's mean probability for it."""
+
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+class Timing(TimedWord):
+    """A word as the alignment finds it, with its tokens."""
+
+    tokens: list[int]
+
+
+class DecodedSegment(TypedDict, total=False):
+    """A segment as openai-whisper's ``transcribe`` returns it (library data, a plain dict), and
+    as the batched path builds it from one chunk's tokens: what word alignment works on."""
+
+    start: float
+    end: float
+    text: str
+    tokens: list[int]
+    seek: int
+    words: list[TimedWord]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
 
 
 def dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -56,8 +88,8 @@ def dtw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def align_words(
-    model: Any, tokenizer: Any, text_tokens: list[int], audio_features: torch.Tensor, num_frames: int
-) -> list[dict[str, Any]]:
+    model: Whisper, tokenizer: Tokenizer, text_tokens: list[int], audio_features: torch.Tensor, num_frames: int
+) -> list[Timing]:
     """Words of ``text_tokens`` with start/end seconds (from the chunk's start) and probability."""
     if not text_tokens:
         return []
@@ -66,7 +98,7 @@ def align_words(
     tokens = torch.tensor(
         [*tokenizer.sot_sequence, tokenizer.no_timestamps, *text_tokens, tokenizer.eot], device=audio_features.device
     )
-    attention: list[Any] = [None] * model.dims.n_text_layer
+    attention: dict[int, torch.Tensor] = {}  # layer → its cross-attention weights
     hooks = [
         block.cross_attn.register_forward_hook(
             lambda _, __, outputs, index=n: attention.__setitem__(index, outputs[-1][0])
@@ -81,7 +113,7 @@ def align_words(
     finally:
         for hook in hooks:
             hook.remove()
-    weights = torch.stack([attention[layer][head] for layer, head in model.alignment_heads.indices().T])
+    weights = torch.stack([attention[int(layer)][head] for layer, head in model.alignment_heads.indices().T])
     weights = weights[:, :, : num_frames // 2].float().softmax(dim=-1)
     std, mean = torch.std_mean(weights, dim=-2, keepdim=True, unbiased=False)
     weights = median_filter((weights - mean) / std, 7)
@@ -110,9 +142,9 @@ def align_words(
 
 
 def add_words(
-    segments: list[dict[str, Any]],
-    model: Any,
-    tokenizer: Any,
+    segments: list[DecodedSegment],
+    model: Whisper,
+    tokenizer: Tokenizer,
     audio_features: torch.Tensor,
     num_frames: int,
     offset: float,
@@ -137,7 +169,7 @@ def add_words(
     merge_punctuations(alignment, PREPEND_PUNCTUATIONS, APPEND_PUNCTUATIONS)
     index, last_speech = 0, offset
     for segment, tokens in zip(segments, per_segment, strict=True):
-        taken, words = 0, []
+        taken, words = 0, list[TimedWord]()
         while index < len(alignment) and taken < len(tokens):
             timing = alignment[index]
             if timing.word:
@@ -158,7 +190,7 @@ def add_words(
 
 
 def _fit_segment_ends(
-    segment: dict[str, Any], words: list[dict[str, Any]], median: float, longest: float, last_speech: float
+    segment: DecodedSegment, words: list[TimedWord], median: float, longest: float, last_speech: float
 ) -> None:
     """whisper's own fix for the first word after a pause, which the alignment stretches back
     over the silence, and for overlong first and last words: the decoder's segment timestamps
@@ -182,13 +214,13 @@ def _fit_segment_ends(
         segment["end"] = last["end"]
 
 
-def _as_word_timings(timings: list[dict[str, Any]]) -> list[Any]:
-    from whisper.timing import WordTiming
-
+def _as_word_timings(timings: list[Timing]) -> list[WordTiming]:
     return [WordTiming(t["word"], t["tokens"], t["start"], t["end"], t["probability"]) for t in timings]
 
 
-def add_words_by_window(model: Any, audio: np.ndarray, segments: list[dict[str, Any]], options: dict[str, Any]) -> None:
+def add_words_by_window(
+    model: Whisper, audio: np.ndarray, segments: list[DecodedSegment], options: dict[str, object]
+) -> None:
     """Word timestamps for ``model.transcribe(word_timestamps=False)`` output: each 30 s window
     (the segments' ``seek``) is encoded once more, as openai-whisper does, but aligned with the
     numpy DTW above instead of the numba one that compiles in every new process."""
@@ -198,7 +230,7 @@ def add_words_by_window(model: Any, audio: np.ndarray, segments: list[dict[str, 
     tokenizer = get_tokenizer(
         model.is_multilingual, num_languages=model.num_languages, language=options["language"], task=options["task"]
     )
-    windows: dict[int, list[dict[str, Any]]] = {}
+    windows: dict[int, list[DecodedSegment]] = {}
     for segment in segments:
         windows.setdefault(int(segment["seek"]), []).append(segment)
     for seek, group in windows.items():

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,12 +37,18 @@ from workers.chunks import (  # noqa: F401 - plan_chunks re-exported for the tor
 )
 from workers.segments import Segment, Word, scored
 
+if TYPE_CHECKING:
+    from whisper.model import Whisper
+    from whisper.tokenizer import Tokenizer
 
-def split_at_timestamps(tokens: list[int], tokenizer: Any, offset: float, length: float) -> list[dict[str, Any]]:
+    from workers.alignment import DecodedSegment
+
+
+def split_at_timestamps(tokens: list[int], tokenizer: Tokenizer, offset: float, length: float) -> list[DecodedSegment]:
     """Segments of one decoded chunk: text between timestamp tokens, in seconds from ``offset``.
     Text after the last timestamp runs to the end of the chunk."""
     precision = 0.02
-    segments: list[dict[str, Any]] = []
+    segments: list[DecodedSegment] = []
     start = 0.0
     text: list[int] = []
 
@@ -64,7 +70,7 @@ def split_at_timestamps(tokens: list[int], tokenizer: Any, offset: float, length
     return segments
 
 
-def chunk_mels(model: Any, audio: np.ndarray, chunks: list[Interval]) -> tuple[torch.Tensor, list[int]]:
+def chunk_mels(model: Whisper, audio: np.ndarray, chunks: list[Interval]) -> tuple[torch.Tensor, list[int]]:
     """Log-mel spectrograms of the chunks, each padded to 30 s, and each chunk's frame count."""
     from whisper.audio import HOP_LENGTH, log_mel_spectrogram, pad_or_trim
 
@@ -77,10 +83,10 @@ def chunk_mels(model: Any, audio: np.ndarray, chunks: list[Interval]) -> tuple[t
 
 
 def transcribe_batched(
-    model: Any,
+    model: Whisper,
     audio: np.ndarray,
     speech: list[Interval],
-    options: dict[str, Any],
+    options: dict[str, object],
     batch_size: int,
     progress: Callable[[int], None],
     sequential: Callable[[np.ndarray], list[Segment]],

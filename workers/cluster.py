@@ -1,4 +1,4 @@
-"""The Ray backend's bridge: one batch of a model stage run as a Ray task, seen by the daemon as
+"""The Ray backend's bridge: one cohort of a model stage run as a Ray task, seen by the daemon as
 an ordinary worker.
 
     python -m workers.cluster --address ray://head:10001 --stage transcribe --jobs MANIFEST -- OPTIONS
@@ -13,7 +13,7 @@ here, atomically, before its ``done`` event (so no shared file system is needed,
 daemon's SQLite stays the one record). ``--count`` prints the cluster's GPUs and nodes as JSON.
 
 Exit statuses: the remote worker's own (0, or ``EXIT_OUT_OF_MEMORY`` …); ``EXIT_CLUSTER_UNREACHABLE``
-when the cluster cannot be reached (the daemon then keeps the batch waiting and pauses Ray work).
+when the cluster cannot be reached (the daemon then keeps the cohort waiting and pauses Ray work).
 A node that dies mid-task, or a task that raises, is a ``failed`` event (to be retried) for each
 video it had not finished. SIGTERM (the daemon stopping it, or dying: ``die_with_parent``)
 cancels the task, which ends the worker on the node.
@@ -32,12 +32,18 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from contract.files import describe_os_error, write_atomically
 from contract.manifest import ManifestItem
-from contract.protocol import EXIT_CLUSTER_UNREACHABLE, MalformedEvent, decode_event, encode_event
+from contract.protocol import EXIT_CLUSTER_UNREACHABLE, JsonObject, MalformedEvent, decode_event, encode_event
 from workers.common import die_with_parent, emit, items_from_arguments, log
+
+if TYPE_CHECKING:  # Ray is imported when a task runs: ``autokr`` without Ray installed still starts
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from workers.remote import Message
 
 CONNECT_SECONDS = 75.0  # ray.init retries for minutes against a dead address: bounded here
 # Ray Client's server on the head sometimes loses the process it starts for a new client (a gRPC
@@ -111,7 +117,7 @@ def cluster_gpus() -> int:
     return int(ray.cluster_resources().get("GPU", 0))
 
 
-def count() -> dict[str, Any]:
+def count() -> dict[str, int | str]:
     import ray
 
     from workers.remote import version
@@ -120,8 +126,8 @@ def count() -> dict[str, Any]:
     return {"gpus": cluster_gpus(), "nodes": len(alive), "version": version()}
 
 
-class Batch:
-    """One batch as a Ray task: its inputs sent, its messages turned into protocol events."""
+class RayTask:
+    """One cohort as a Ray task: its inputs sent, its messages turned into protocol events."""
 
     def __init__(self, address: str, stage: str, options: list[str], items: list[ManifestItem]) -> None:
         self.address = address
@@ -145,7 +151,7 @@ class Batch:
             return 0
         box = EventBox.options(scheduling_strategy=_beside_the_driver()).remote()  # type: ignore[attr-defined]
         task = run_batch.remote(self.stage, self.options, entries, inputs, box)
-        finished: list[Any] = []
+        finished: list[ray.ObjectRef[dict[str, int | str]]] = []
         beat = time.monotonic()
         try:
             while not finished:
@@ -180,7 +186,7 @@ class Batch:
         returncode = int(result["returncode"])
         return 128 - returncode if returncode < 0 else returncode  # killed by a signal: as a shell says it
 
-    def _send_inputs(self) -> tuple[list[dict[str, Any]], list[Any]]:
+    def _send_inputs(self) -> tuple[list[JsonObject], list[ray.ObjectRef[bytes]]]:
         import ray
 
         entries, inputs = [], []
@@ -196,7 +202,7 @@ class Batch:
         return entries, inputs
 
     def _still_waiting(self) -> None:
-        """The task waits for a free GPU (other batches, another user of the cluster, a node
+        """The task waits for a free GPU (other tasks, another user of the cluster, a node
         that died): a progress event of 0 for each video tells the daemon's hang guard that
         this is waiting, not hanging. A cluster left with no GPU at all pauses Ray work instead.
 
@@ -213,9 +219,8 @@ class Batch:
             if item not in self.reported:
                 emit("progress", item, percent=0)
 
-    def _handle(self, message: tuple[Any, ...]) -> None:
-        kind = message[0]
-        if kind == "hello":
+    def _handle(self, message: Message) -> None:
+        if message[0] == "hello":
             self.started = True
             facts = message[1]
             self.node = f"{facts['ip']} ({str(facts['node'])[:8]})"
@@ -228,10 +233,12 @@ class Batch:
                     f"{self.where} runs AutoKR {facts['version']} and this daemon {version()}: "
                     "install the same version on every node"
                 )
-        elif kind == "log":
-            log(str(message[1]))
-        elif kind in ("event", "done"):
-            self._pass_on(str(message[1]), message[2] if kind == "done" else None)
+        elif message[0] == "log":
+            log(message[1])
+        elif message[0] == "event":
+            self._pass_on(message[1], None)
+        else:
+            self._pass_on(message[1], message[2])
 
     def _pass_on(self, line: str, output: bytes | None) -> None:
         try:
@@ -254,7 +261,7 @@ class Batch:
             self.reported.add(event.item)
         print(line, flush=True)
 
-    def _report(self, kind: str, item: str, **facts: Any) -> None:
+    def _report(self, kind: str, item: str, **facts: object) -> None:
         self.reported.add(item)
         emit(kind, item, **facts)
 
@@ -265,7 +272,7 @@ class Batch:
                 self._report("failed", item, reason=reason, permanent=False)
 
 
-def _beside_the_driver() -> Any:
+def _beside_the_driver() -> NodeAffinitySchedulingStrategy | str:
     """The event box lives on the driver's node (the head, through Ray Client), so that a GPU
     node dying takes only its task with it; "DEFAULT" when that node cannot be named. Not a
     soft affinity: Ray placed a soft one on a GPU node all the same (seen with Ray 2.60)."""
@@ -302,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--count", action="store_true", help="print the cluster's GPUs and nodes as JSON")
     parser.add_argument("--stage", choices=("transcribe", "translate"))
-    parser.add_argument("--jobs", type=Path, help="the batch's manifest")
+    parser.add_argument("--jobs", type=Path, help="the cohort's manifest")
     parser.add_argument("options", nargs=argparse.REMAINDER, help="-- then the stage worker's own options")
     arguments = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
@@ -322,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_CLUSTER_UNREACHABLE
     items = items_from_arguments(parser, argparse.Namespace(jobs=arguments.jobs, input=None, output=None))
     options = arguments.options[1:] if arguments.options[:1] == ["--"] else arguments.options
-    return Batch(arguments.address, arguments.stage, options, items).run()
+    return RayTask(arguments.address, arguments.stage, options, items).run()
 
 
 if __name__ == "__main__":

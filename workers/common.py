@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from contract import faults
 from contract.errors import PermanentError, TransientError, WorkerError
@@ -24,7 +23,9 @@ from contract.manifest import ManifestItem, read_manifest
 from contract.protocol import EXIT_ORPHANED, EXIT_OUT_OF_MEMORY, PARENT_PID_ENV, encode_event
 
 ProgressCallback = Callable[[float], None]
-ProcessFunction = Callable[[ManifestItem, ProgressCallback], dict[str, Any] | None]
+Facts = dict[str, object]
+"""What a stage tells the daemon about an item it finished (``contract.protocol`` checks them)."""
+ProcessFunction = Callable[[ManifestItem, ProgressCallback], Facts | None]
 
 
 def base_parser(description: str, input_help: str, output_help: str) -> argparse.ArgumentParser:
@@ -51,7 +52,7 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def emit(kind: str, item: str, **facts: Any) -> None:
+def emit(kind: str, item: str, **facts: object) -> None:
     print(encode_event(kind, item, **facts), flush=True)
 
 

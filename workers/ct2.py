@@ -15,38 +15,22 @@ import fcntl
 import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from contract import models
 from contract.errors import PermanentError, TransientError
 from workers.common import log
+from workers.gpu import Device, resolve_device
 
 SENTENCEPIECE = "sentencepiece.bpe.model"  # what every NLLB checkpoint tokenizes with
 
 
-def resolve_device(device: str) -> tuple[str, int]:
-    """``auto`` → CUDA when CTranslate2 sees a GPU, else the CPU; ``cuda:1`` → (cuda, 1)."""
+def device(setting: str) -> Device:
+    """``auto`` → CUDA when CTranslate2 sees a GPU, else the CPU; ``cuda:1`` → GPU 1."""
     import ctranslate2
 
-    if device == "auto":
-        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-    kind, _, index = device.partition(":")
-    return kind, int(index or 0)
-
-
-def free_gpu_memory(index: int) -> int | None:
-    """Free memory on GPU ``index`` as the NVIDIA driver reports it (``nvidia-smi``), without
-    creating a CUDA context here; None when it cannot be read."""
-    try:
-        answer = subprocess.run(
-            ["nvidia-smi", f"--id={index}", "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20, check=True,
-        )  # fmt: skip
-        return int(answer.stdout.strip().splitlines()[0]) * 1024 * 1024
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+    return resolve_device(setting, ctranslate2.get_cuda_device_count)
 
 
 def is_ctranslate2_model(folder: Path) -> bool:
@@ -169,7 +153,7 @@ class NllbTranslator:
     """NLLB on CTranslate2, tokenized with its sentencepiece model directly (as transformers'
     ``NllbTokenizer`` does: ``[source language] pieces </s>``, the target language forced first)."""
 
-    def __init__(self, folder: Path, device: str, index: int, compute: str, source_code: str) -> None:
+    def __init__(self, folder: Path, device: Device, compute: str, source_code: str) -> None:
         import ctranslate2
         import sentencepiece
 
@@ -177,9 +161,9 @@ class NllbTranslator:
         self.source_code = source_code
         self.pieces = sentencepiece.SentencePieceProcessor(model_file=str(folder / SENTENCEPIECE))
         self.model = ctranslate2.Translator(
-            str(folder), device=device, device_index=index, compute_type=compute, inter_threads=1
+            str(folder), device=device.kind, device_index=device.index, compute_type=compute, inter_threads=1
         )
-        log(f"loaded translator {folder} on {device} ({compute}, CTranslate2)")
+        log(f"loaded translator {folder} on {device.kind} ({compute}, CTranslate2)")
 
     def tokenize(self, text: str) -> list[str]:
         return [self.source_code, *self.pieces.encode(text, out_type=str)[:510], "</s>"]

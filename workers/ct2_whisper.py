@@ -28,7 +28,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -44,7 +44,11 @@ from workers.chunks import (
     plan_chunks,
 )
 from workers.common import log
+from workers.gpu import Device
 from workers.segments import Segment, Word, scored
+
+if TYPE_CHECKING:
+    from faster_whisper.transcribe import Segment as DecodedSegment  # faster-whisper's, not ours
 
 TOKENIZER = "tokenizer.json"
 # The batched pipeline asks CTranslate2 for at most 448 tokens (Whisper's text positions), and
@@ -141,17 +145,20 @@ def cpu_threads() -> int:
 class Ct2Whisper:
     """A loaded faster-whisper model and the options AutoKR decodes with."""
 
-    def __init__(
-        self, folder: Path, device: str, index: int, compute: str, language: str, word_timestamps: bool
-    ) -> None:
+    def __init__(self, folder: Path, device: Device, compute: str, language: str, word_timestamps: bool) -> None:
         from faster_whisper import BatchedInferencePipeline, WhisperModel
 
-        threads = cpu_threads() if device == "cpu" else 0
+        threads = 0 if device.on_gpu else cpu_threads()
         self.model = WhisperModel(
-            str(folder), device=device, device_index=index, compute_type=compute, cpu_threads=threads, num_workers=1
+            str(folder),
+            device=device.kind,
+            device_index=device.index,
+            compute_type=compute,
+            cpu_threads=threads,
+            num_workers=1,
         )
         self.pipeline = BatchedInferencePipeline(self.model)
-        self.options: dict[str, Any] = {
+        self.options: dict[str, object] = {
             "language": language,
             "task": "transcribe",
             "beam_size": 1,
@@ -164,7 +171,7 @@ class Ct2Whisper:
             # and cues start or end seconds off (bench/quality.py: 0.99 s instead of 0.07 s).
             "without_timestamps": False,
         }
-        log(f"loaded whisper model {folder} on {device} ({compute}, CTranslate2)")
+        log(f"loaded whisper model {folder} on {device.kind} ({compute}, CTranslate2)")
 
     def sequential(self, piece: np.ndarray) -> list[Segment]:
         """faster-whisper's own sliding-window transcription of one piece of audio."""
@@ -190,7 +197,7 @@ class Ct2Whisper:
             segments, _info = self.pipeline.transcribe(
                 audio, clip_timestamps=clips, batch_size=batch_size, **self.options
             )
-            by_chunk: dict[int, list[Any]] = {}
+            by_chunk: dict[int, list[DecodedSegment]] = {}
             for segment in segments:
                 by_chunk.setdefault(segment.seek, []).append(segment)
             for start, end, continued in batch:
@@ -207,7 +214,7 @@ class Ct2Whisper:
             progress(min(100.0, 100.0 * done / (done + len(queue))))
         return sorted(found, key=lambda segment: segment.start)
 
-    def _checked(self, audio: np.ndarray, start: float, end: float, decoded: list[Any]) -> list[Segment]:
+    def _checked(self, audio: np.ndarray, start: float, end: float, decoded: list[DecodedSegment]) -> list[Segment]:
         """One chunk's segments; decoded again on its own when it ran to the token limit or
         looped (the batched pipeline gives no token count: the segments' tokens add up to it)."""
         if not decoded:
@@ -241,7 +248,7 @@ def _unheard(kept: list[Segment], start: float, end: float, speech: list[Interva
     return max(heard, rest[0][0] - 0.1)
 
 
-def _segment(segment: Any, until: float = float("inf")) -> Segment:
+def _segment(segment: DecodedSegment, until: float = float("inf")) -> Segment:
     """Our segment for faster-whisper's, its times cut at ``until``."""
     words = [Word(w.word, w.start, min(w.end, until)) for w in segment.words or [] if w.start < until]
     return scored(

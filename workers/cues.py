@@ -22,7 +22,10 @@ import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import budoux
 
 SENTENCE_END = "。！？!?…"
 CLAUSE_END = "、，,；;：:"
@@ -46,6 +49,15 @@ JAPANESE = CueLimits(max_line_width=13, japanese=True)
 
 def limits_for(language: str) -> CueLimits:
     return JAPANESE if language == "ja" else KOREAN
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A line of text and when it is spoken: what cues are laid out from."""
+
+    start: float
+    end: float
+    text: str
 
 
 @dataclass
@@ -81,7 +93,7 @@ def _japanese_phrase_starts(text: str) -> set[int]:
 
 
 @functools.cache
-def _budoux() -> Any:
+def _budoux() -> budoux.Parser:
     import budoux
 
     return budoux.load_default_japanese_parser()
@@ -198,14 +210,14 @@ def _share_time(start: float, end: float, pieces: list[str]) -> list[tuple[float
     return spans
 
 
-def layout_cues(segments: list[dict[str, Any]], key: str, limits: CueLimits) -> list[Cue]:
-    """Cues from timed segments (``{start, end, <key>}``), following the rules above."""
+def layout_cues(lines: Iterable[Timed], limits: CueLimits) -> list[Cue]:
+    """Cues from timed lines of text, following the rules above."""
     cues: list[Cue] = []
-    for segment in sorted(segments, key=lambda s: float(s["start"])):
-        text = " ".join(str(segment.get(key, "")).split())
+    for line in sorted(lines, key=lambda line: line.start):
+        text = " ".join(line.text.split())
         if not text:
             continue
-        start, end = float(segment["start"]), max(float(segment["end"]), float(segment["start"]))
+        start, end = line.start, max(line.end, line.start)
         pieces = split_text(text, limits)
         for piece, (piece_start, piece_end) in zip(pieces, _share_time(start, end, pieces), strict=True):
             # A piece spoken for longer than max_duration is divided into that many cues.

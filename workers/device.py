@@ -12,29 +12,30 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+
+from workers.gpu import free_gpu_memory
 
 
-def describe(engine: str, device: str, whisper: str, translator: str, compute: str) -> dict[str, Any]:
+def describe(engine: str, setting: str, whisper: str, translator: str, compute: str) -> dict[str, object]:
     if engine == "torch":
-        from workers.torch_engine import choose_translator, choose_whisper, free_gpu_memory, resolve_device
+        from workers import torch_engine
 
-        resolved = resolve_device(device)
-        free = free_gpu_memory(resolved)
+        device = torch_engine.device(setting)
+        free = torch_engine.free_memory(device)
         return {
-            "device": resolved, "free_bytes": free, "whisper": choose_whisper(whisper, resolved),
-            "translator": choose_translator(translator, resolved), "compute_type": "float16" if free else "float32",
+            "device": device.name, "free_bytes": free, "whisper": torch_engine.choose_whisper(whisper, device),
+            "translator": torch_engine.choose_translator(translator, device),
+            "compute_type": "float16" if free else "float32",
         }  # fmt: skip
     from workers import ct2
     from workers.catalog import ct2_translator_choice, ct2_whisper_choice
 
-    kind, index = ct2.resolve_device(device)
-    free = ct2.free_gpu_memory(index) if kind == "cuda" else None
+    device = ct2.device(setting)
+    free = free_gpu_memory(device)
     whisper_model, whisper_compute, batch = ct2_whisper_choice(whisper, compute, free, 0)
     translator_model, translator_compute = ct2_translator_choice(translator, compute, free)
     return {
-        "device": kind if kind == "cpu" else f"cuda:{index}", "free_bytes": free,
-        "whisper": whisper_model, "translator": translator_model,
+        "device": device.name, "free_bytes": free, "whisper": whisper_model, "translator": translator_model,
         "compute_type": f"{whisper_compute} / {translator_compute}", "batch_size": batch,
     }  # fmt: skip
 

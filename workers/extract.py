@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import ffmpeg
 
@@ -28,6 +27,7 @@ from contract.files import atomic_output
 from contract.manifest import ManifestItem
 from contract.media import CONTAINER_FORMATS, MediaInfo, as_input_url, find_ffmpeg, probe
 from workers.common import (
+    Facts,
     ProgressCallback,
     base_parser,
     items_from_arguments,
@@ -86,7 +86,7 @@ def check_padding_and_space(info: MediaInfo, padding: float, output: Path) -> No
         )
 
 
-def extract(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
+def extract(item: ManifestItem, progress: ProgressCallback) -> Facts:
     info = probe(item.input)
     track = info.choose_audio()
     offset = info.audio_offset(track)

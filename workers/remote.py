@@ -21,20 +21,38 @@ import os
 import subprocess
 import tempfile
 import threading
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Literal, TypedDict
 
 import ray
 
 from contract.files import write_atomically
 from contract.manifest import ManifestItem, worker_command, write_manifest
-from contract.protocol import PARENT_PID_ENV, MalformedEvent, decode_event
+from contract.protocol import PARENT_PID_ENV, JsonObject, MalformedEvent, decode_event
 
 TAIL_LINES = 25
 
-Message = tuple[Any, ...]
-"""``("hello", facts)``, ``("log", text)``, ``("event", line)`` or ``("done", line, output)``."""
+
+class Hello(TypedDict):
+    """Where a task runs: the first thing it says."""
+
+    node: str
+    ip: str
+    version: str
+    gpus: str
+
+
+Message = (
+    tuple[Literal["hello"], Hello]
+    | tuple[Literal["log"], str]
+    | tuple[Literal["event"], str]
+    | tuple[Literal["done"], str, bytes]
+)
+"""What a task says: where it runs, a log line, a protocol event line, or a ``done`` event's
+line with the item's output file."""
+Tell = Callable[[Message], None]
 
 
 @ray.remote(num_cpus=0, max_restarts=0)
@@ -61,21 +79,25 @@ def version() -> str:
 
 @ray.remote(num_gpus=1, max_calls=1, max_retries=0)
 def run_batch(
-    stage: str, options: list[str], entries: list[dict[str, Any]], inputs: list[Any], box: Any
-) -> dict[str, Any]:
+    stage: str,
+    options: list[str],
+    entries: list[JsonObject],
+    inputs: list[ray.ObjectRef[bytes]],
+    box: ray.actor.ActorHandle[EventBox],
+) -> dict[str, int | str]:
     """Runs ``stage``'s worker on ``entries`` (manifest items whose ``input`` is in ``inputs``,
     object references in the same order); returns its exit status and the end of its log."""
-    sent: list[Any] = []  # every put, so the task ends only once the box has them all
+    sent: list[ray.ObjectRef[None]] = []  # every put, so the task ends only once the box has them all
 
-    def tell(*message: Any) -> None:
+    def tell(message: Message) -> None:
         sent.append(box.put.remote(message))
 
     context = ray.get_runtime_context()
-    node = {
+    node: Hello = {
         "node": context.get_node_id(), "ip": ray.util.get_node_ip_address(), "version": version(),
         "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
     }  # fmt: skip
-    tell("hello", node)
+    tell(("hello", node))
     with tempfile.TemporaryDirectory(prefix="autokr-ray-") as folder:
         manifest = []
         for number, (entry, reference) in enumerate(zip(entries, inputs, strict=True)):
@@ -103,23 +125,23 @@ def run_batch(
     return {"returncode": returncode, "tail": "\n".join(tail)}
 
 
-def _forward_event(line: str, outputs: dict[str, Path], tell: Any) -> None:
+def _forward_event(line: str, outputs: dict[str, Path], tell: Tell) -> None:
     try:
         event = decode_event(line)
     except MalformedEvent:
         event = None
     if event is None:
         if line.strip():
-            tell("log", line)
+            tell(("log", line))
     elif event.kind == "done" and event.item in outputs:
-        tell("done", line, outputs[event.item].read_bytes())
+        tell(("done", line, outputs[event.item].read_bytes()))
     else:
-        tell("event", line)
+        tell(("event", line))
 
 
-def _forward_log(stream: Any, tail: collections.deque[str], tell: Any) -> None:
+def _forward_log(stream: Iterable[bytes], tail: collections.deque[str], tell: Tell) -> None:
     for raw in stream:
         line = raw.decode("utf-8", "replace").split("\r")[-1].rstrip()
         if line:
             tail.append(line)
-            tell("log", line)
+            tell(("log", line))

@@ -10,25 +10,29 @@ boundaries, so no line is cut mid-word.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import replace
+
+from workers.segments import Segment, TranslatedSegment
 
 SENTENCE_FINAL = "。！？!?…."
 MAX_GAP = 1.5
 MAX_CHARACTERS = 160
 
 
-def sentence_groups(segments: list[dict[str, Any]]) -> list[list[int]]:
+def sentence_groups(segments: Sequence[Segment]) -> list[list[int]]:
+    """Indices of ``segments``, consecutive ones grouped into sentences."""
     groups: list[list[int]] = []
     current: list[int] = []
     for index, segment in enumerate(segments):
         if current:
-            gap = float(segment["start"]) - float(segments[current[-1]]["end"])
-            length = sum(len(str(segments[i]["text"])) for i in current) + len(str(segment["text"]))
+            gap = segment.start - segments[current[-1]].end
+            length = sum(len(segments[i].text) for i in current) + len(segment.text)
             if gap > MAX_GAP or length > MAX_CHARACTERS:
                 groups.append(current)
                 current = []
         current.append(index)
-        if str(segment["text"]).rstrip("」』）) ").endswith(tuple(SENTENCE_FINAL)):
+        if segment.text.rstrip("」』）) ").endswith(tuple(SENTENCE_FINAL)):
             groups.append(current)
             current = []
     if current:
@@ -60,24 +64,22 @@ def spread(translation: str, durations: list[float]) -> list[str]:
     return [" ".join(p) for p in parts]
 
 
-def regroup(segments: list[dict[str, Any]], groups: list[list[int]], translations: list[str]) -> list[dict[str, Any]]:
+def regroup(segments: Sequence[Segment], groups: list[list[int]], translations: list[str]) -> list[TranslatedSegment]:
     """Translated segments: each group's translation spread over its segments; a segment left
     without words is merged into the one before it (its time and source text too)."""
-    result: list[dict[str, Any]] = []
+    result: list[TranslatedSegment] = []
     for group, translation in zip(groups, translations, strict=True):
         members = [segments[i] for i in group]
-        durations = [float(s["end"]) - float(s["start"]) for s in members]
-        pieces = spread(translation, durations)
-        merged: list[dict[str, Any]] = []
+        pieces = spread(translation, [s.end - s.start for s in members])
+        merged: list[TranslatedSegment] = []
         for segment, text in zip(members, pieces, strict=True):
-            entry = {"start": segment["start"], "end": segment["end"], "text": text, "source_text": segment["text"]}
+            entry = TranslatedSegment(segment.start, segment.end, text, segment.text)
             if not text and merged:
-                merged[-1]["end"] = segment["end"]
-                merged[-1]["source_text"] += segment["text"]
-            elif merged and not merged[-1]["text"]:
-                entry["start"] = merged[-1]["start"]
-                entry["source_text"] = merged[-1]["source_text"] + segment["text"]
-                merged[-1] = entry
+                last = merged[-1]
+                merged[-1] = replace(last, end=segment.end, source_text=last.source_text + segment.text)
+            elif merged and not merged[-1].text:
+                last = merged[-1]
+                merged[-1] = replace(entry, start=last.start, source_text=last.source_text + segment.text)
             else:
                 merged.append(entry)
         result.extend(merged)

@@ -13,18 +13,16 @@ job ends ``skipped``. ``--overwrite`` (``autokr retry --force``) replaces whatev
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pysubs2
 
 from contract import faults
-from contract.errors import PermanentError, TransientError
+from contract.errors import TransientError
 from contract.files import (
     create_temporary,
     file_signature,
@@ -35,22 +33,24 @@ from contract.files import (
 from contract.manifest import ManifestItem, SubtitleOrder
 from contract.subtitles import existing_sidecars
 from workers.common import (
+    Facts,
     ProgressCallback,
     base_parser,
     items_from_arguments,
     run_worker,
     start_worker,
 )
-from workers.cues import layout_cues, limits_for
+from workers.cues import Timed, layout_cues, limits_for
+from workers.segments import read_translation
 
 NO_SPEECH_NOTE = "no speech found"
 
 
-def render_srt(segments: list[dict[str, Any]], text_key: str, language: str) -> bytes:
+def render_srt(lines: Iterable[Timed], language: str) -> bytes:
     """UTF-8 SRT laid out for reading (workers/cues.py: line length, line count, duration,
     gaps), with the limits of ``language``."""
     subtitles = pysubs2.SSAFile()
-    for cue in layout_cues(segments, text_key, limits_for(language)):
+    for cue in layout_cues(lines, limits_for(language)):
         start, end = int(round(cue.start * 1000)), int(round(cue.end * 1000))
         subtitles.append(pysubs2.SSAEvent(start=start, end=max(end, start + 1), text=r"\N".join(cue.lines)))
     return subtitles.to_string("srt").encode("utf-8")
@@ -110,32 +110,30 @@ def _check_video_unchanged(item: ManifestItem) -> None:
         raise TransientError(f"the video {video} changed since it was transcribed; no subtitle written")
 
 
-def write_subtitles(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
-    try:
-        document = json.loads(item.input.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise PermanentError(f"cannot read the translation {item.input}: {error}") from error
-    segments = document.get("segments", [])
-    if not any(str(segment.get("text", "")).strip() for segment in segments):
+def write_subtitles(item: ManifestItem, progress: ProgressCallback) -> Facts:
+    translation = read_translation(item.input)
+    segments = translation.segments
+    if not any(segment.text.strip() for segment in segments):
         # An empty .ko.srt would show up as a useless Korean track in Plex/Jellyfin.
         return {"note": NO_SPEECH_NOTE, "written": []}
     order = item.subtitle
     overwrite, own = order.overwrite, order.own_subtitles
     _check_video_unchanged(item)
-    target, source = document.get("target_language", "ko"), document.get("source_language", "ja")
+    target, source = translation.target_language, translation.source_language
     if order.video is not None and not overwrite:
         # A person's subtitle in the target language under another name (Video.kor.ass), saved
         # since the job was queued: theirs stands (intake checks the same before any work).
         theirs = [path for path in existing_sidecars(order.video, target) if path != item.output]
         if theirs:
             return {"skipped": f"{theirs[0].name} already exists; AutoKR left it as it is", "written": []}
-    refused = place_subtitle(item.output, render_srt(segments, "text", target), own.get(str(item.output)), overwrite)
+    korean = render_srt((Timed(s.start, s.end, s.text) for s in segments), target)
+    refused = place_subtitle(item.output, korean, own.get(str(item.output)), overwrite)
     if refused:
         return {"skipped": refused, "written": []}
     written, notes = [str(item.output)], []
     source_output = order.source_output
     if source_output:
-        content = render_srt(segments, "source_text", source)
+        content = render_srt((Timed(s.start, s.end, s.source_text) for s in segments), source)
         refused = place_subtitle(source_output, content, own.get(str(source_output)), overwrite)
         if refused:
             notes.append(refused)

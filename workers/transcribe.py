@@ -20,18 +20,18 @@ import sys
 import types
 import wave
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contract import faults
 from contract.errors import PermanentError, TransientError
-from contract.files import write_json_atomically
 from contract.manifest import ManifestItem
 from workers.chunks import Interval
 from workers.common import (
+    Facts,
     ProgressCallback,
     base_parser,
     fail_every_item,
@@ -40,15 +40,19 @@ from workers.common import (
     run_worker,
     start_worker,
 )
+from workers.gpu import free_gpu_memory
 from workers.hallucinations import filter_segments
-from workers.segments import Segment, Word, scored
+from workers.segments import Segment, Transcript, Word, scored, write_stage_file
 from workers.timing import follow_speech
+
+if TYPE_CHECKING:
+    from whisper.model import Whisper
 
 
 def read_audio(path: Path) -> np.ndarray:
     """Reads the extract stage's 16 kHz mono 16-bit WAV as float32 in [-1, 1].
 
-    Any other file (a WAV made by hand, say) is decoded by faster-whisper's PyAV loader.
+    Another file (a WAV made by hand, say) is decoded by faster-whisper's PyAV loader.
     """
     try:
         with wave.open(str(path), "rb") as reader:
@@ -70,7 +74,7 @@ def reporting_progress(progress: ProgressCallback) -> Iterator[None]:
     module = importlib.import_module("whisper.transcribe")
 
     class Bar:
-        def __init__(self, total: int = 0, **_: Any) -> None:
+        def __init__(self, total: int = 0, **_: object) -> None:
             self.total, self.done = max(total, 1), 0
 
         def __enter__(self) -> Bar:
@@ -92,7 +96,7 @@ def reporting_progress(progress: ProgressCallback) -> Iterator[None]:
 
 
 def transcribe_audio(
-    model: Any, audio: np.ndarray, options: dict[str, Any], progress: ProgressCallback
+    model: Whisper, audio: np.ndarray, options: dict[str, object], progress: ProgressCallback
 ) -> list[Segment]:
     """openai-whisper's own sliding-window ``model.transcribe`` (the torch engine's sequential path)."""
     with reporting_progress(progress):
@@ -127,7 +131,7 @@ def transcribe_speech(
     progress: ProgressCallback,
     use_vad: bool = True,
     filter_hallucinations: bool = True,
-) -> dict[str, Any]:
+) -> Transcript:
     """Voice activity → the engine's segments (word timestamps) → cues that follow the speech →
     the hallucination filter. Audio with no speech at all is not given to Whisper."""
     speech = None
@@ -137,17 +141,13 @@ def transcribe_speech(
         speech = detect_speech(audio)
         if not speech:
             progress(100)
-            return {"segments": [], "dropped": [], "speech": []}
+            return Transcript((), language, speech=())
     found = decode(audio, speech if speech is not None else [(0.0, len(audio) / 16000)], progress)
     segments = follow_speech(found, speech)
     kept, dropped = filter_segments(segments, language, speech) if filter_hallucinations else (segments, [])
     for segment, reason in dropped:
         print(f"dropped {segment.start:.1f}-{segment.end:.1f} s {segment.text!r}: {reason}", file=sys.stderr)
-    return {
-        "segments": [segment.to_json() for segment in kept],
-        "dropped": [{**segment.to_json(), "reason": reason} for segment, reason in dropped],
-        "speech": [[round(a, 3), round(b, 3)] for a, b in speech] if speech is not None else None,
-    }
+    return Transcript(tuple(kept), language, dropped=tuple(dropped), speech=None if speech is None else tuple(speech))
 
 
 ENGINES = ("ctranslate2", "torch")
@@ -164,11 +164,12 @@ class Loaded:
     """What ``autokr status`` shows: ``ctranslate2 int8``, ``torch float16``, ..."""
 
 
-def _whisper_on_torch(arguments: Any) -> Loaded:
+def _whisper_on_torch(arguments: argparse.Namespace) -> Loaded:
+    from workers import torch_engine
     from workers.catalog import SMALLER_WHISPER, step_down
-    from workers.torch_engine import WHISPER_BATCH, choose_whisper, load_whisper, resolve_device, whisper_batch_size
+    from workers.torch_engine import WHISPER_BATCH, choose_whisper, load_whisper, whisper_batch_size
 
-    device = resolve_device(arguments.device)
+    device = torch_engine.device(arguments.device)
     batched = arguments.decoding == "batched"
     nominal = (arguments.batch_size or WHISPER_BATCH) if batched else 1
     model_name, cap = step_down(
@@ -183,7 +184,7 @@ def _whisper_on_torch(arguments: Any) -> Loaded:
         "language": arguments.language,
         "task": "transcribe",
         "temperature": 0.0,
-        "fp16": device.startswith("cuda"),
+        "fp16": device.on_gpu,
         "condition_on_previous_text": arguments.condition_on_previous_text,
         "word_timestamps": not arguments.no_word_timestamps,
     }
@@ -198,30 +199,28 @@ def _whisper_on_torch(arguments: Any) -> Loaded:
             sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None),
         )  # fmt: skip
 
-    precision = "float16" if device.startswith("cuda") else "float32"
+    precision = "float16" if device.on_gpu else "float32"
     return Loaded(model_name, batch_size or 1, decode, f"torch {precision}")
 
 
-def _whisper_on_ctranslate2(arguments: Any) -> Loaded:
+def _whisper_on_ctranslate2(arguments: argparse.Namespace) -> Loaded:
     from workers import catalog, ct2
     from workers.ct2_whisper import Ct2Whisper, whisper_folder
 
-    device, index = ct2.resolve_device(arguments.device)
-    free = ct2.free_gpu_memory(index) if device == "cuda" else None
+    device = ct2.device(arguments.device)
+    free = free_gpu_memory(device)
     model_name, compute, batch_size = catalog.ct2_whisper_choice(
         arguments.model, arguments.compute_type, free, arguments.batch_size
     )
     model_name, compute, batch_size = catalog.ct2_step_down(
         model_name, compute, batch_size, arguments.memory_level, catalog.SMALLER_WHISPER
     )
-    where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {index}"
+    where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {device.index}"
     log(f"whisper model {model_name}, {compute}, batches of {batch_size} ({where})")
     # By hand, without --model-dir, named models go where the converted ones do by default.
     model_dir = arguments.model_dir or Path.home() / ".cache" / "autokr" / "whisper"
     folder = whisper_folder(model_name, model_dir, arguments.converted_dir, compute)
-    model = Ct2Whisper(
-        folder, device, index, compute, arguments.language, word_timestamps=not arguments.no_word_timestamps
-    )
+    model = Ct2Whisper(folder, device, compute, arguments.language, word_timestamps=not arguments.no_word_timestamps)
     model.options["condition_on_previous_text"] = arguments.condition_on_previous_text
 
     def decode(audio: np.ndarray, speech: list[Interval], progress: ProgressCallback) -> list[Segment]:
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.memory_level:
         log(f"memory level {arguments.memory_level}: {loaded.model}, at most {loaded.batch_size} chunks a batch")
 
-    def transcribe(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
+    def transcribe(item: ManifestItem, progress: ProgressCallback) -> Facts:
         if not item.input.exists():
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)
@@ -299,12 +298,10 @@ def main(argv: list[str] | None = None) -> int:
             use_vad=not arguments.no_vad,
             filter_hallucinations=not arguments.keep_hallucinations,
         )
-        document = {"language": arguments.language, "model": loaded.model, **found}
-        item.output.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(item.output, document)
+        write_stage_file(item.output, replace(found, model=loaded.model))
         return {
             "model": loaded.model,
-            "segments": len(found["segments"]),
+            "segments": len(found.segments),
             "batch_size": loaded.batch_size,
             "decoding": arguments.decoding,
             "engine": loaded.engine,

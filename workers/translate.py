@@ -11,19 +11,19 @@ converted once, see ``workers/ct2.py``, and this process then imports no torch) 
 
 from __future__ import annotations
 
-import json
+import argparse
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from contract import faults
 from contract.errors import PermanentError, TransientError
-from contract.files import write_json_atomically
 from contract.languages import nllb_code
 from contract.manifest import ManifestItem
 from workers.common import (
+    Facts,
     ProgressCallback,
     base_parser,
     fail_every_item,
@@ -32,7 +32,12 @@ from workers.common import (
     run_worker,
     start_worker,
 )
+from workers.gpu import free_gpu_memory
+from workers.segments import Translation, read_transcript, write_stage_file
 from workers.sentences import join_source, regroup, sentence_groups
+
+if TYPE_CHECKING:
+    from transformers import M2M100ForConditionalGeneration, PreTrainedTokenizerBase
 
 # A batch holds at most ``batch_size`` sentences and at most ``batch_size × TOKENS_PER_SENTENCE``
 # tokens once padded to its longest: short lines travel sixteen at a time, a run of long
@@ -55,8 +60,8 @@ def token_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 def translate_texts(
     texts: list[str],
-    tokenizer: Any,
-    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    model: M2M100ForConditionalGeneration,
     target_code: str,
     batch_size: int,
     num_beams: int,
@@ -114,33 +119,34 @@ class Loaded:
     on_gpu: bool
 
 
-def _translator_on_ctranslate2(arguments: Any, source_code: str) -> Loaded:
+def _translator_on_ctranslate2(arguments: argparse.Namespace, source_code: str) -> Loaded:
     from workers import catalog, ct2
 
-    device, index = ct2.resolve_device(arguments.device)
-    free = ct2.free_gpu_memory(index) if device == "cuda" else None
+    device = ct2.device(arguments.device)
+    free = free_gpu_memory(device)
     model_name, compute = catalog.ct2_translator_choice(arguments.model, arguments.compute_type, free)
     model_name, compute, batch_size = catalog.ct2_step_down(
         model_name, compute, arguments.batch_size, arguments.memory_level, catalog.SMALLER_TRANSLATOR
     )
-    where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {index}"
+    where = "CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {device.index}"
     log(f"translator {model_name}, {compute}, batches of {batch_size} ({where})")
     folder = ct2.nllb_folder(model_name, arguments.converted_dir, compute)
-    translator = ct2.NllbTranslator(folder, device, index, compute, source_code)
+    translator = ct2.NllbTranslator(folder, device, compute, source_code)
 
     def translate(texts: list[str], target_code: str, beams: int, progress: Callable[[float], None]) -> list[str]:
         return ct2.translate_texts(
             texts, translator, target_code, lambda lengths: token_batches(lengths, batch_size), beams, progress
         )
 
-    return Loaded(model_name, batch_size, translate, f"ctranslate2 {compute}", device == "cuda")
+    return Loaded(model_name, batch_size, translate, f"ctranslate2 {compute}", device.on_gpu)
 
 
-def _translator_on_torch(arguments: Any, source_code: str) -> Loaded:
+def _translator_on_torch(arguments: argparse.Namespace, source_code: str) -> Loaded:
+    from workers import torch_engine
     from workers.catalog import SMALLER_TRANSLATOR, step_down
-    from workers.torch_engine import choose_translator, load_translator, resolve_device
+    from workers.torch_engine import choose_translator, load_translator
 
-    device = resolve_device(arguments.device)
+    device = torch_engine.device(arguments.device)
     model_name, batch_size = step_down(
         choose_translator(arguments.model, device), arguments.batch_size, arguments.memory_level, SMALLER_TRANSLATOR
     )
@@ -149,8 +155,8 @@ def _translator_on_torch(arguments: Any, source_code: str) -> Loaded:
     def translate(texts: list[str], target_code: str, beams: int, progress: Callable[[float], None]) -> list[str]:
         return translate_texts(texts, tokenizer, model, target_code, batch_size, beams, progress)
 
-    on_gpu = device.startswith("cuda")
-    return Loaded(model_name, batch_size, translate, "torch " + ("float16" if on_gpu else "float32"), on_gpu)
+    precision = "float16" if device.on_gpu else "float32"
+    return Loaded(model_name, batch_size, translate, f"torch {precision}", device.on_gpu)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,26 +192,19 @@ def main(argv: list[str] | None = None) -> int:
         log(f"memory level {arguments.memory_level}: {loaded.model}, batches of {loaded.batch_size}")
     num_beams = arguments.num_beams or (4 if loaded.on_gpu else 1)
 
-    def translate(item: ManifestItem, progress: ProgressCallback) -> dict[str, Any]:
-        try:
-            transcript = json.loads(item.input.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise PermanentError(f"cannot read the transcript {item.input}: {error}") from error
-        segments = transcript.get("segments", [])
+    def translate(item: ManifestItem, progress: ProgressCallback) -> Facts:
+        transcript = read_transcript(item.input)
+        segments = transcript.segments
         # Whole sentences are translated, then spread back over their segments (sentences.py).
         groups = sentence_groups(segments)
-        texts = [join_source([segments[i]["text"] for i in group], arguments.source) for group in groups]
+        texts = [join_source([segments[i].text for i in group], arguments.source) for group in groups]
         faults.raise_out_of_memory_if_armed("translate", loaded.batch_size)
         translated = loaded.translate(texts, target_code, num_beams, progress)
-        document = {
-            "source_language": arguments.source,
-            "target_language": arguments.target,
-            "model": loaded.model,
-            "transcription_model": transcript.get("model"),
-            "segments": regroup(segments, groups, translated),
-        }
-        item.output.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomically(item.output, document)
+        translation = Translation(
+            tuple(regroup(segments, groups, translated)), arguments.source, arguments.target, loaded.model,
+            transcript.model,
+        )  # fmt: skip
+        write_stage_file(item.output, translation)
         facts = {"model": loaded.model, "batch_size": loaded.batch_size, "engine": loaded.engine}
         return {**facts, "segments": len(segments)}
 

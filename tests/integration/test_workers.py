@@ -27,6 +27,16 @@ def run_worker(stage: str, *arguments: str) -> list[dict]:
     return [json.loads(line[len("@autokr ") :]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
 
 
+def run_offline(tmp_path: Path, stage: str, *arguments: str) -> dict:
+    """The one event of a worker that may not download anything, anywhere."""
+    finished = subprocess.run(
+        [sys.executable, "-m", f"workers.{stage}", *arguments], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )  # fmt: skip
+    (event,) = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    return event
+
+
 def first_loud_second(path: Path) -> float:
     with wave.open(str(path)) as reader:
         assert (reader.getframerate(), reader.getnchannels()) == (16000, 1)
@@ -138,13 +148,8 @@ def test_a_ctranslate2_whisper_folder_without_its_tokenizer_fails_saying_so(tmp_
 def test_a_named_whisper_that_cannot_be_downloaded_says_where_to_get_it(tmp_path):
     video = make_video(tmp_path / "tone.mkv", seconds=1)
     run_worker("extract", str(video), str(tmp_path / "audio.wav"))
-    finished = subprocess.run(
-        [sys.executable, "-m", "workers.transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
-         "--model", "base", "--device", "cpu", "--model-dir", str(tmp_path / "models")],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},  # never a download, anywhere
-    )  # fmt: skip
-    (event,) = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    event = run_offline(tmp_path, "transcribe", str(tmp_path / "audio.wav"), str(tmp_path / "t.json"),
+                        "--model", "base", "--device", "cpu", "--model-dir", str(tmp_path / "models"))  # fmt: skip
     assert event["event"] == "failed" and event["permanent"] is False  # the network may come back
     assert event["reason"] == (
         "the Whisper model base is not downloaded yet and cannot be downloaded now (no connection to "
@@ -220,13 +225,9 @@ def test_a_ctranslate2_folder_without_its_sentencepiece_model_fails_saying_so(tm
 
 def test_a_named_translator_that_cannot_be_downloaded_says_where_to_get_it(tmp_path):
     (tmp_path / "t.json").write_text(json.dumps({"segments": [{"start": 0, "end": 1, "text": "猫"}]}), "utf-8")
-    finished = subprocess.run(
-        [sys.executable, "-m", "workers.translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
-         "--model", "facebook/nllb-200-distilled-600M", "--device", "cpu", "--converted-dir", str(tmp_path / "c")],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},  # never a download, anywhere
-    )  # fmt: skip
-    (event,) = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    event = run_offline(tmp_path, "translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
+                        "--model", "facebook/nllb-200-distilled-600M", "--device", "cpu",
+                        "--converted-dir", str(tmp_path / "c"))  # fmt: skip
     assert event["event"] == "failed" and event["permanent"] is False  # the network may come back
     assert event["reason"] == (
         "the translator facebook/nllb-200-distilled-600M is not downloaded yet and cannot be downloaded now (no "

@@ -4,6 +4,7 @@ from workers.cues import (
     JAPANESE,
     KOREAN,
     Cue,
+    Timed,
     break_lines,
     layout_cues,
     reading_speed,
@@ -11,6 +12,10 @@ from workers.cues import (
     style_violations,
     width,
 )
+
+
+def timed(segments: list[dict]) -> list[Timed]:
+    return [Timed(segment["start"], segment["end"], segment["text"]) for segment in segments]
 
 
 def words_intact(lines: list[str], text: str) -> bool:
@@ -83,7 +88,7 @@ def test_cues_respect_duration_gap_and_overlap_rules():
         {"start": 20.0, "end": 20.2, "text": "네"},  # a tiny fragment with silence around: extended
         {"start": 19.5, "end": 21.0, "text": "겹치는 자막"},  # overlaps the one before
     ]
-    cues = layout_cues(segments, "text", KOREAN)
+    cues = layout_cues(timed(segments), KOREAN)
     assert [cue for cue in cues if "응" in cue.text]
     violations = style_violations(cues, KOREAN)
     assert violations["line_width"] == violations["line_count"] == violations["overlap"] == 0
@@ -101,7 +106,7 @@ def test_a_short_fragment_between_two_lines_borrows_time_from_its_neighbour():
         {"start": 15.24, "end": 15.877, "text": "ところで、"},
         {"start": 15.96, "end": 18.36, "text": "何々は泣いていたことだけは記憶している。"},
     ]
-    cues = layout_cues(segments, "text", JAPANESE)
+    cues = layout_cues(timed(segments), JAPANESE)
     assert [cue.text.replace("\n", "") for cue in cues] == [s["text"] for s in segments]
     assert set(style_violations(cues, JAPANESE).values()) == {0}
     assert cues[0].start == 13.4 and cues[-1].end == 18.36  # the speech's outer bounds are kept
@@ -116,14 +121,14 @@ def test_a_short_first_fragment_takes_time_from_the_line_it_runs_into_not_from_t
         {"start": 11.486, "end": 11.961, "text": "なんでも"},
         {"start": 12.044, "end": 13.768, "text": "薄ぐらいじめじめしたところで"},
     ]
-    cues = layout_cues(segments, "text", JAPANESE)
+    cues = layout_cues(timed(segments), JAPANESE)
     assert cues[1].start == 11.486  # starts with its speech
     assert cues[1].end - cues[1].start >= 5 / 6 - 1e-6
     assert cues[2].end == 13.768 and set(style_violations(cues, JAPANESE).values()) == {0}
 
 
 def test_a_long_slow_sentence_is_cut_to_at_most_seven_seconds_a_cue():
-    cues = layout_cues([{"start": 0, "end": 20, "text": "천천히 아주 천천히 말하는 긴 문장"}], "text", KOREAN)
+    cues = layout_cues(timed([{"start": 0, "end": 20, "text": "천천히 아주 천천히 말하는 긴 문장"}]), KOREAN)
     assert len(cues) == 3  # 20 s: three cues, not one per word
     assert style_violations(cues, KOREAN)["too_long"] == 0
     assert " ".join(" ".join(cue.lines) for cue in cues) == "천천히 아주 천천히 말하는 긴 문장"

@@ -69,3 +69,46 @@ def test_the_folder_table_in_the_docs_names_every_module_and_no_other():
     assert {path.name for path in (REPOSITORY / "bench").iterdir() if path.suffix in (".py", ".sh")} <= set(
         re.findall(r"`([a-z_]+\.(?:py|sh))`", bench)
     )
+
+
+def our_imports() -> dict[str, set[str]]:
+    """For each of our modules (``workers.cues``): the modules of ours it imports, lazily or not."""
+    graph: dict[str, set[str]] = {}
+    for package in ("contract", "daemon", "workers"):
+        for path in sorted((REPOSITORY / package).glob("*.py")):
+            module = f"{package}.{path.stem}"
+            names: set[str] = set()
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    names |= {alias.name for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    names.add(node.module)
+                    names |= {f"{node.module}.{alias.name}" for alias in node.names}
+            graph[module] = {name for name in names if name.split(".")[0] in ("contract", "daemon", "workers")}
+    return {module: {name for name in names if name in graph and name != module} for module, names in graph.items()}
+
+
+def test_no_module_of_ours_imports_itself_round_a_circle():
+    graph, done, path = our_imports(), set(), []
+
+    def visit(module: str) -> None:
+        assert module not in path, " → ".join([*path[path.index(module) :], module])
+        if module in done:
+            return
+        path.append(module)
+        for name in sorted(graph[module]):
+            visit(name)
+        path.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
+    assert len(done) == len(graph) > 60
+
+
+def test_the_stage_files_and_the_subtitle_layout_need_no_model_library():
+    """The subtitle stage and the daemon-side tests read the stage files without torch or CTranslate2."""
+    heavy = {"torch", "whisper", "transformers", "ctranslate2", "faster_whisper", "onnxruntime", "sentencepiece"}
+    found = imported_packages("workers")
+    for module in ("segments", "sentences", "cues", "gpu", "subtitle", "common"):
+        assert not found[f"workers/{module}.py"] & heavy, module

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, replace
 
 from contract.pipeline import STAGES
-from daemon.scheduler import next_batch
+from daemon.scheduler import next_cohort
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ def run_to_the_end(count: int, limit: int) -> tuple[list[tuple[str, int]], list[
     waiting = [Job(number, STAGES[0]) for number in range(count)]
     batches, finished = [], []
     while waiting:
-        batch = next_batch(waiting, STAGES, limit)
+        batch = next_cohort(waiting, STAGES, limit)
         batches.append((batch[0].stage, len(batch)))
         for job in batch:
             waiting.remove(job)
@@ -44,6 +44,6 @@ def test_up_to_a_worker_s_worth_of_videos_is_one_cohort_one_model_load_per_stage
 
 def test_a_cohort_on_its_way_finishes_before_new_videos_start():
     ready = [Job(1, "translate"), Job(2, "transcribe"), Job(3, "extract"), Job(4, "translate")]
-    assert next_batch(ready, STAGES, 8) == [Job(1, "translate"), Job(4, "translate")]
-    assert next_batch([Job(3, "extract")], STAGES, 8) == [Job(3, "extract")]
-    assert next_batch([], STAGES, 8) == []
+    assert next_cohort(ready, STAGES, 8) == [Job(1, "translate"), Job(4, "translate")]
+    assert next_cohort([Job(3, "extract")], STAGES, 8) == [Job(3, "extract")]
+    assert next_cohort([], STAGES, 8) == []

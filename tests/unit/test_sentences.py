@@ -1,8 +1,9 @@
 """Whole sentences are translated, then spread back over their segments (no model needed)."""
 
+from workers.segments import Segment
 from workers.sentences import regroup, sentence_groups, spread
 
-SEGMENTS = [
+LINES = [
     {"start": 0.0, "end": 2.0, "text": "昨日、私は"},
     {"start": 2.3, "end": 4.0, "text": "駅の前で友達に"},
     {"start": 4.2, "end": 5.0, "text": "会いました。"},
@@ -10,6 +11,7 @@ SEGMENTS = [
     {"start": 13.0, "end": 14.0, "text": "それで"},  # a pause longer than 1.5 s ends a group too
     {"start": 16.0, "end": 17.0, "text": "終わり"},
 ]
+SEGMENTS = [Segment(line["start"], line["end"], line["text"]) for line in LINES]
 
 
 def test_segments_are_grouped_into_sentences():
@@ -24,10 +26,12 @@ def test_the_translation_is_spread_by_duration_at_word_boundaries():
 
 def test_segments_left_without_words_are_merged_not_emptied():
     result = regroup(SEGMENTS[:3], [[0, 1, 2]], ["네."])
-    assert result == [{"start": 0.0, "end": 5.0, "text": "네.", "source_text": "昨日、私は駅の前で友達に会いました。"}]
+    assert [s.to_json() for s in result] == [
+        {"start": 0.0, "end": 5.0, "text": "네.", "source_text": "昨日、私は駅の前で友達に会いました。"}
+    ]
     full = regroup(SEGMENTS[:4], [[0, 1, 2], [3]], ["어제 나는 역 앞에서 친구를 만났습니다.", "네."])
-    assert [s["text"] for s in full] == ["어제 나는 역 앞에서", "친구를", "만났습니다.", "네."]
-    assert [s["source_text"] for s in full] == [s["text"] for s in SEGMENTS[:4]]
+    assert [s.text for s in full] == ["어제 나는 역 앞에서", "친구를", "만났습니다.", "네."]
+    assert [s.source_text for s in full] == [line["text"] for line in LINES[:4]]
 
 
 def test_translation_batches_group_similar_lengths_within_a_token_budget():

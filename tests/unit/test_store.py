@@ -33,7 +33,7 @@ def store(tmp_path):
 def test_a_job_walks_through_every_stage_counting_runs(store):
     job = store.add("/inbox/a.mkv", 10, 1)
     for stage in ("extract", "transcribe", "translate", "subtitle"):
-        (claimed,) = store.claim_next_batch(8)
+        (claimed,) = store.claim_next_cohort(8)
         assert (claimed.state, claimed.stage) == ("running", stage)
         record = StageRecord(model="m", engine="ctranslate2", batch_size=8) if stage == "transcribe" else None
         assert store.complete_stage(claimed, record)
@@ -48,39 +48,39 @@ def test_a_job_walks_through_every_stage_counting_runs(store):
 
 def test_a_cohort_on_its_way_goes_first_and_batches_respect_the_limit(store):
     first = store.add("/a.mkv", 1, 1)
-    (claimed,) = store.claim_next_batch(8)
+    (claimed,) = store.claim_next_cohort(8)
     store.complete_stage(claimed, {})
     for name in "bcd":
         store.add(f"/{name}.mkv", 1, 1)
     # /a.mkv is past extract: it finishes its way before the new videos start theirs.
-    (again,) = store.claim_next_batch(2)
+    (again,) = store.claim_next_cohort(2)
     assert (again.id, again.stage) == (first.id, "transcribe")
-    batch = store.claim_next_batch(2)  # three waiting, two a worker: the odd one first
+    batch = store.claim_next_cohort(2)  # three waiting, two a worker: the odd one first
     assert [(job.path, job.stage) for job in batch] == [("/b.mkv", "extract")]
 
 
 def test_interrupted_jobs_resume_at_the_same_stage(store, tmp_path):
     store.add("/a.mkv", 1, 1)
-    (claimed,) = store.claim_next_batch(1)
+    (claimed,) = store.claim_next_cohort(1)
     store.complete_stage(claimed, {})
-    (running,) = store.claim_next_batch(1)
+    (running,) = store.claim_next_cohort(1)
     assert running.stage == "transcribe"
     reopened = Store(tmp_path / "autokr.sqlite3")
     (recovered,) = reopened.recover_interrupted()
     assert (recovered.state, recovered.stage) == ("queued", "transcribe")
-    (again,) = reopened.claim_next_batch(1)
+    (again,) = reopened.claim_next_cohort(1)
     assert again.runs == {"extract": 1, "transcribe": 2}
     reopened.close()
 
 
 def test_failures_back_off_then_fail_for_good_and_retry_requeues(store):
     store.add("/a.mkv", 1, 1)
-    (job,) = store.claim_next_batch(1)
+    (job,) = store.claim_next_cohort(1)
     queued = store.fail_stage(job, "worker was killed by SIGKILL", "tail", False, max_attempts=2, backoff_seconds=30)
     assert queued.state == "queued" and queued.not_before == 1030.0
-    assert store.claim_next_batch(1) == []  # backing off
+    assert store.claim_next_cohort(1) == []  # backing off
     store.test_clock.now = 1031.0
-    (job,) = store.claim_next_batch(1)
+    (job,) = store.claim_next_cohort(1)
     failed = store.fail_stage(job, "again", "last lines", False, max_attempts=2, backoff_seconds=30)
     assert (failed.state, failed.error, failed.stderr_tail) == ("failed", "again", "last lines")
     retried = store.retry(str(job.id))
@@ -89,14 +89,14 @@ def test_failures_back_off_then_fail_for_good_and_retry_requeues(store):
 
 def test_permanent_failure_fails_at_once(store):
     store.add("/a.mkv", 1, 1)
-    (job,) = store.claim_next_batch(1)
+    (job,) = store.claim_next_cohort(1)
     failed = store.fail_stage(job, "the file has no audio track", "", True, max_attempts=5, backoff_seconds=1)
     assert failed.state == "failed" and failed.attempts == 1
 
 
 def test_results_for_a_replaced_file_are_ignored(store):
     store.add("/a.mkv", 1, 1)
-    (old_run,) = store.claim_next_batch(1)
+    (old_run,) = store.claim_next_cohort(1)
     store.add("/a.mkv", 2, 2)  # a different file now has that name
     assert store.complete_stage(old_run, {}) is False
     fresh = store.find("/a.mkv")
@@ -243,7 +243,7 @@ def test_migration_3_turns_suffixed_model_keys_into_one_record_per_stage(tmp_pat
 def test_a_replaced_video_keeps_the_signatures_of_autokrs_own_subtitles(store):
     job = store.add("/a.mkv", 1, 1)
     for _ in range(4):
-        (claimed,) = store.claim_next_batch(1)
+        (claimed,) = store.claim_next_cohort(1)
         store.complete_stage(
             claimed, StageRecord(model="m"), subtitles={"/a.ko.srt": (7, 8)}, subtitles_for=claimed.signature
         )
@@ -266,7 +266,7 @@ def test_a_subtitle_whose_name_is_not_utf8_is_remembered_with_its_bytes(store):
     subtitle = os.fsdecode("/inbox/猫の話.ko.srt".encode("shift_jis"))
     store.add(video, 1, 1)
     for _ in range(4):
-        (claimed,) = store.claim_next_batch(1)
+        (claimed,) = store.claim_next_cohort(1)
         assert store.complete_stage(claimed, subtitles={subtitle: (5, 6)}, subtitles_for=claimed.signature)
     (job,) = store.jobs()
     assert job.state == JobState.DONE

@@ -55,15 +55,15 @@ def test_two_slots_take_two_cohorts_and_a_gpu_slot_only_model_stages(tmp_path):
     with Store(tmp_path / "autokr.sqlite3") as store:
         for number in range(4):
             store.add(f"/inbox/{number}.mkv", 1, 1)
-        first = store.claim(store.next_batch(2, ALL_STAGES))
-        second = store.claim(store.next_batch(2, ALL_STAGES))
+        first = store.claim(store.next_cohort(2, ALL_STAGES))
+        second = store.claim(store.next_cohort(2, ALL_STAGES))
         assert [job.path for job in first] == ["/inbox/0.mkv", "/inbox/1.mkv"]
         assert [job.path for job in second] == ["/inbox/2.mkv", "/inbox/3.mkv"]
-        assert store.next_batch(2, GPU_STAGES) == []  # nothing extracted yet
+        assert store.next_cohort(2, GPU_STAGES) == []  # nothing extracted yet
         for job in first:
             assert store.complete_stage(job)
-        assert [job.stage for job in store.next_batch(2, GPU_STAGES)] == ["transcribe", "transcribe"]
-        assert store.next_batch(2, CPU_STAGES) == []  # the others are still extracting
+        assert [job.stage for job in store.next_cohort(2, GPU_STAGES)] == ["transcribe", "transcribe"]
+        assert store.next_cohort(2, CPU_STAGES) == []  # the others are still extracting
 
 
 def test_the_status_line_shows_every_running_worker_and_where():

@@ -1,8 +1,10 @@
-"""One batch: a stage worker started on a manifest of videos, its events read, a hang stopped,
+"""One cohort: the videos one stage worker is started on (a manifest of up to
+``[models] videos_per_worker``; a "batch" is only ever a decoding batch inside a model), its
+worker, its events read, a hang stopped,
 and each video's end reported exactly once to whoever ran it.
 
 The daemon (``daemon/outcomes.py`` records into the store) and ``autokr once`` (keeps the result
-in memory) both run batches through this class; only their ``BatchHandler`` differs.
+in memory) both run cohorts through this class; only their ``CohortHandler`` differs.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Ending:
     """A person's words for it, when it is a failure."""
 
 
-class BatchHandler(Protocol):
+class CohortHandler(Protocol):
     """What becomes of each video's events. A method may raise ``StateFull``: the event is then
     kept and handed over again on the next ``pump``."""
 
@@ -49,8 +51,8 @@ class BatchHandler(Protocol):
     def unfinished(self, job_id: JobId, ending: Ending) -> None: ...
 
 
-class BatchRunner:
-    """A running batch; ``pump`` never blocks."""
+class CohortRunner:
+    """A running cohort; ``pump`` never blocks."""
 
     def __init__(
         self,
@@ -96,7 +98,7 @@ class BatchRunner:
             self._stop_reason = reason
         self.worker.stop(self.grace)
 
-    def pump(self, handler: BatchHandler) -> int | None:
+    def pump(self, handler: CohortHandler) -> int | None:
         """Hands every new event to ``handler``; once the worker has exited, reports each video
         it left unreported as ``unfinished`` and returns its exit status (else None)."""
         returncode = self.worker.poll()
@@ -133,7 +135,7 @@ class BatchRunner:
         logger.info("{} worker pid {} after {:.1f} s: {}", self.stage, self.worker.pid, elapsed, ending)
         return returncode
 
-    def _hand_over(self, handler: BatchHandler, event: WorkerEvent) -> None:
+    def _hand_over(self, handler: CohortHandler, event: WorkerEvent) -> None:
         job_id = job_id_from_item(event.item)
         if job_id is None or job_id not in self.items or job_id in self.reported:
             return

@@ -1,7 +1,7 @@
-"""Reliability round 2 (issue 10): no file, name or neighbour can stop the daemon, overwrite a
-person's subtitle or run a job twice. One test per item of the issue, numbered as there; each
-runs the real daemon (or the real ``autokr`` command) as a subprocess with real SQLite, ffmpeg
-and worker processes and the tiny models."""
+"""Odd names, files and neighbours (reliability round 2, issue 10): no file, name or neighbour
+can stop the daemon, overwrite a person's subtitle or run a job twice. One test per item of the
+issue, numbered as there; each runs the real daemon (or the real ``autokr`` command) as a
+subprocess with real SQLite, ffmpeg and worker processes and the tiny models."""
 
 from __future__ import annotations
 
