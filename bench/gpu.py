@@ -188,9 +188,10 @@ def transcription(whisper_path: Path, device: str, steps: int, batches: list[int
     import whisper
     from whisper.audio import log_mel_spectrogram
 
+    from workers.torch_engine import device as torch_device
     from workers.torch_engine import load_whisper
 
-    model = load_whisper(str(whisper_path), device, None)
+    model = load_whisper(str(whisper_path), torch_device(device), None)
     fp16 = device.startswith("cuda")
     eot = whisper.tokenizer.get_tokenizer(True, num_languages=model.num_languages).eot
     options = whisper.DecodingOptions(
@@ -227,9 +228,10 @@ def translation(nllb: Path, device: str, new_tokens: int, batches: list[int]) ->
     import torch
 
     from testkit.tiny_models import SENTENCE_PAIRS
+    from workers.torch_engine import device as torch_device
     from workers.torch_engine import load_translator
 
-    tokenizer, model = load_translator(str(nllb), device, "jpn_Jpan", None)
+    tokenizer, model = load_translator(str(nllb), torch_device(device), "jpn_Jpan", None)
     forced_bos = tokenizer.convert_tokens_to_ids("kor_Hang")
     sentences = [source for source, _ in SENTENCE_PAIRS] * 6
     print(f"translation, {new_tokens} new tokens a sentence, {len(sentences)} sentences, {device}:")

@@ -72,9 +72,11 @@ def run_engine(engine: str, model: Path, converted: Path, count: int, new_tokens
     if engine == "ctranslate2":
         from workers import ct2
         from workers.catalog import ct2_compute
+        from workers.gpu import Device
 
         compute = ct2_compute("auto", "auto", None)
-        translator = ct2.NllbTranslator(ct2.nllb_folder(str(model), converted, compute), "cpu", 0, compute, "jpn_Jpan")
+        folder = ct2.nllb_folder(str(model), converted, compute)
+        translator = ct2.NllbTranslator(folder, Device("cpu"), compute, "jpn_Jpan")
         tokens = [translator.tokenize(text) for text in texts]
 
         def once() -> list[str]:
@@ -84,9 +86,10 @@ def run_engine(engine: str, model: Path, converted: Path, count: int, new_tokens
     else:
         import torch
 
+        from workers.gpu import Device
         from workers.torch_engine import load_translator
 
-        tokenizer, network = load_translator(str(model), "cpu", "jpn_Jpan", None)
+        tokenizer, network = load_translator(str(model), Device("cpu"), "jpn_Jpan", None)
         batch = tokenizer(texts, return_tensors="pt", padding=True)
         forced = tokenizer.convert_tokens_to_ids("kor_Hang")
 

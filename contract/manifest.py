@@ -7,8 +7,9 @@ wire form in one class, the manifest is written by ``write_manifest`` and read b
 and the task on a node (``workers/remote.py``) all go through them.
 
 The JSON keeps the shape of every release before (a list of flat objects: ``id``, ``input``,
-``output`` and, for the subtitle stage, ``overwrite``, ``source_output``, ``own_subtitles``,
-``video``, ``video_signature``), so a manifest left by a killed daemon of the previous release
+``output``; for the subtitle stage ``overwrite``, ``source_output``, ``own_subtitles``,
+``video``, ``video_signature``; for the translate stage ``glossary`` and ``memory``, lists of
+``[source, target]`` pairs, only when not empty), so a manifest left by a killed daemon of the previous release
 still reads. A path that is not UTF-8 travels as ``\\udcXX`` escapes, which ``json`` keeps.
 The id is the job's row id as decimal text: ``contract/`` never imports ``daemon/``.
 """
@@ -50,6 +51,20 @@ class SubtitleOrder:
     """The video's signature when it became a job."""
 
 
+Term = tuple[str, str]
+"""(source, target): a name or recurring term and how it is written in the target language."""
+
+
+@dataclass(frozen=True)
+class TranslateOrder:
+    """What the translate stage is given beyond the transcript (the LLM engine reads it)."""
+
+    glossary: tuple[Term, ...] = ()
+    """The person's own glossary for the video's folders (``autokr-glossary.txt``): it wins."""
+    memory: tuple[Term, ...] = ()
+    """The series memory: terms earlier episodes of the same series folder were given."""
+
+
 @dataclass(frozen=True)
 class ManifestItem:
     """One video's work at one stage."""
@@ -59,6 +74,8 @@ class ManifestItem:
     output: Path
     subtitle: SubtitleOrder = field(default_factory=SubtitleOrder)
     """Read by the subtitle stage only; the default for the others."""
+    translate: TranslateOrder = field(default_factory=TranslateOrder)
+    """Read by the translate stage only."""
 
     def moved(self, input: Path, output: Path) -> ManifestItem:  # noqa: A002 - the wire's own names
         """The same work with its files elsewhere (a Ray node's temporary folder)."""
@@ -75,6 +92,9 @@ class ManifestItem:
             }
             if order.video is not None and order.video_signature is not None:
                 value |= {"video": str(order.video), "video_signature": list(order.video_signature)}
+        for name, terms in (("glossary", self.translate.glossary), ("memory", self.translate.memory)):
+            if terms:
+                value[name] = [list(term) for term in terms]
         return value
 
     @classmethod
@@ -91,7 +111,8 @@ class ManifestItem:
             video=Path(_text(value["video"])) if value.get("video") else None,
             video_signature=_signature(signature) if signature else None,
         )
-        return cls(_text(value["id"]), Path(_text(value["input"])), Path(_text(value["output"])), order)
+        translate = TranslateOrder(_terms(value.get("glossary")), _terms(value.get("memory")))
+        return cls(_text(value["id"]), Path(_text(value["input"])), Path(_text(value["output"])), order, translate)
 
 
 def _object(value: object) -> dict[object, object]:
@@ -106,6 +127,19 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f"{value!r} is not a non-empty string")
     return value
+
+
+def _terms(value: object) -> tuple[Term, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise TypeError("a glossary is not a list of pairs")
+    pairs = []
+    for pair in value:
+        if not isinstance(pair, list) or len(pair) != 2:
+            raise TypeError(f"{pair!r} is not a (source, target) pair")
+        pairs.append((_text(pair[0]), _text(pair[1])))
+    return tuple(pairs)
 
 
 def _signature(value: object) -> Signature:

@@ -41,6 +41,8 @@ EXIT_CLUSTER_UNREACHABLE = 5  # the Ray backend's bridge could not reach the clu
 # The environment variable that carries the daemon's PID, so a worker whose daemon died
 # (kill -9) exits instead of working on as an orphan. See workers.common.die_with_parent.
 PARENT_PID_ENV = "AUTOKR_PARENT_PID"
+# The LLM server's key, for the translate worker alone (never on a command line).
+LLM_KEY_ENV = "AUTOKR_LLM_API_KEY"
 
 
 class MalformedEvent(ValueError):
@@ -90,6 +92,11 @@ class StageDone:
     batch_size: int | None = None
     node: str | None = None
     """Where it ran, when not on this machine: the Ray node (added by ``workers/cluster.py``)."""
+    fallback_lines: int = 0
+    """Lines the LLM translation engine could not give, translated by its NLLB fallback."""
+    fallback_model: str | None = None
+    terms: tuple[tuple[str, str], ...] = ()
+    """Names and recurring terms the LLM engine used (source → target): the series memory."""
 
     @classmethod
     def from_event(cls, event: WorkerEvent) -> StageDone:
@@ -104,6 +111,9 @@ class StageDone:
             decoding=facts.get("decoding") or None,
             batch_size=int(batch_size) if batch_size else None,
             node=facts.get("node") or None,
+            fallback_lines=int(facts.get("fallback_lines") or 0),
+            fallback_model=facts.get("fallback_model") or None,
+            terms=tuple((str(source), str(target)) for source, target in facts.get("terms") or ()),
         )
 
 
@@ -132,12 +142,18 @@ def _check_facts(kind: str, facts: dict[str, Any]) -> None:
         written = facts.get("written", [])
         if not isinstance(written, list) or not all(isinstance(path, str) for path in written):
             raise MalformedEvent("a done event's written must be a list of paths")
-        for name in ("note", "skipped", "model", "decoding", "engine", "node"):
+        for name in ("note", "skipped", "model", "decoding", "engine", "node", "fallback_model"):
             if facts.get(name) is not None and not isinstance(facts[name], str):
                 raise MalformedEvent(f"a done event's {name} must be text")
-        batch_size = facts.get("batch_size")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)):
-            raise MalformedEvent("a done event's batch_size must be a whole number")
+        for name in ("batch_size", "fallback_lines"):
+            number = facts.get(name)
+            if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+                raise MalformedEvent(f"a done event's {name} must be a whole number")
+        terms = facts.get("terms", [])
+        if not isinstance(terms, list) or not all(
+            isinstance(term, list) and len(term) == 2 and all(isinstance(part, str) for part in term) for term in terms
+        ):
+            raise MalformedEvent("a done event's terms must be a list of [source, target] pairs")
 
 
 def decode_event(line: str) -> WorkerEvent | None:

@@ -22,7 +22,7 @@ from loguru import logger
 
 from contract import models
 from contract.pipeline import PIPELINE
-from daemon.config import Config
+from daemon.settings import LLM, NO_FALLBACK, Config
 
 HUB = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
 RECHECK_SECONDS = 10.0
@@ -40,6 +40,15 @@ def hub_reachable(url: str = HUB, seconds: float = 3.0) -> bool:
         return False
 
 
+def model_setting(config: Config, kind: str) -> str | None:
+    """The model of ``[models] kind`` that AutoKR loads itself: with the LLM engine, the
+    translator is the server's and only its NLLB fallback is AutoKR's (None: no fallback)."""
+    setting = str(getattr(config.models, kind))
+    if kind == "translator" and setting == LLM:
+        return None if config.llm.fallback == NO_FALLBACK else config.llm.fallback
+    return setting
+
+
 def model_problems(config: Config, online: Callable[[], bool]) -> dict[str, str]:
     """Stage → why its model cannot be had (one sentence); ``online`` is asked only when a
     named model is not downloaded."""
@@ -47,7 +56,9 @@ def model_problems(config: Config, online: Callable[[], bool]) -> dict[str, str]
     for stage in PIPELINE:
         if stage.model is None:
             continue
-        setting = str(getattr(config.models, stage.model))
+        setting = model_setting(config, stage.model)
+        if setting is None:
+            continue
         if models.is_path(setting):
             problem = models.folder_problem(stage.model, Path(setting))
             if problem:

@@ -20,12 +20,13 @@ from daemon import __version__, report
 from daemon.announcer import Outbox, describe_pending
 from daemon.cluster import last_problem
 from daemon.config import Config, config_candidates, default_config_path, is_set, load_config
-from daemon.errors import ConfigError, DatabaseLocked, JobNotFound, JobNotRetryable, WorkerFailed
+from daemon.errors import ConfigError, DatabaseLocked, JobNotFound, JobNotRetryable, UsageError, WorkerFailed
 from daemon.jobs import JobState
 from daemon.lock import StateLock
 from daemon.lock import holder as lock_holder
 from daemon.logs import setup_logging
 from daemon.sd_notify import Notifier
+from daemon.series import SeriesMemory
 from daemon.status import read_problems
 from daemon.store import Store, state_space_problem
 
@@ -125,6 +126,40 @@ def command_retry(arguments: argparse.Namespace) -> int:
     with store:
         job = store.retry(arguments.job, force=arguments.force)
     print(f"job {job.id} queued at {job.stage}: {printable(job.path)}")
+    return 0
+
+
+def command_memory(arguments: argparse.Namespace) -> int:
+    """The series memory of the LLM engine (``daemon/series.py``): list, set, forget."""
+    changing = bool(arguments.set or arguments.forget or arguments.forget_all)
+    store = _store(arguments, writable=changing)
+    if store is None:
+        print("no series memory yet: the daemon has not run")
+        return 0
+    with store:
+        memory = SeriesMemory(store)
+        if arguments.series is None:
+            if changing:
+                raise UsageError("name the series folder to change its memory: autokr memory FOLDER --set 田中=다나카")
+            found = memory.series()
+            for name, count in found:
+                print(f"{count:5}  {printable(name)}")
+            if not found:
+                print("no series memory yet (it fills as the LLM engine translates episodes in series folders)")
+            return 0
+        folder = Path(arguments.series).expanduser().absolute()
+        for pair in arguments.set:
+            source, separator, target = pair.partition("=")
+            if not separator or not source.strip() or not target.strip():
+                raise UsageError(f"--set takes 日本語=한국어, not {pair!r}")
+            memory.set(folder, source.strip(), target.strip())
+        for source in arguments.forget:
+            if not memory.forget(folder, source):
+                print(f"{printable(source)} was not in the memory of {printable(folder)}")
+        if arguments.forget_all:
+            print(f"forgot {memory.forget(folder)} name(s) of {printable(folder)}")
+        for source, target in memory.terms(folder):
+            print(f"{printable(source)} = {printable(target)}")
     return 0
 
 
@@ -248,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     once.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     once.add_argument("--force", action="store_true", help="replace a subtitle file that is already there")
     once.set_defaults(handler=command_once)
+
+    memory = command("memory", help="the names the LLM engine keeps for each series: list, set, forget")
+    memory.add_argument("series", nargs="?", help="a series folder (the first folder below an inbox)")
+    memory.add_argument("--set", action="append", default=[], metavar="JA=KO", help="write this name so from now on")
+    memory.add_argument("--forget", action="append", default=[], metavar="JA", help="forget one name")
+    memory.add_argument("--forget-all", action="store_true", help="forget every name of the series")
+    memory.set_defaults(handler=command_memory)
 
     doctor = command("doctor", help="check the set-up: ffmpeg, folders, device, models, media servers, the unit")
     doctor.add_argument("--json", action="store_true", help="machine-readable")

@@ -82,7 +82,7 @@ class CohortRunner:
         device, remote = (slot.device or None, slot.remote) if slot else (None, False)
         command = stages.worker_command(config, stage, manifest, device, remote)
         command += ["--memory-level", str(memory_level)] if memory_level else []
-        environment = {**stages.worker_environment(config), **(slot.environment if slot else {})}
+        environment = {**stages.worker_environment(config, stage), **(slot.environment if slot else {})}
         self.worker = WorkerProcess(stage, command, environment, wake=wake, on_log=on_log)
         self.last_activity = monotonic()
 

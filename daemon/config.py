@@ -13,205 +13,44 @@ import re
 import sys
 import urllib.parse
 from collections.abc import Collection
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from contract.languages import NLLB_CODES
 from contract.models import resolve_setting
 from daemon.errors import ConfigError
+from daemon.settings import (
+    BACKENDS,
+    COMPUTE_TYPES,
+    DECODINGS,
+    DEVICE_PATTERN,
+    ENGINES,
+    LLM,
+    NO_FALLBACK,
+    RAY_ADDRESS,
+    REGISTERS,
+    SECTIONS,
+    URL_PATTERN,
+    ClusterSettings,
+)
+from daemon.settings import (
+    CREDENTIAL_PREFIX as CREDENTIAL_PREFIX,
+)
+from daemon.settings import (
+    Config as Config,
+)
+from daemon.settings import (
+    LanguageSettings as LanguageSettings,
+)
+from daemon.settings import (
+    _default_state_dir as _default_state_dir,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-DEFAULT_VIDEO_EXTENSIONS = (
-    ".mkv",
-    ".mp4",
-    ".m4v",
-    ".avi",
-    ".mov",
-    ".webm",
-    ".ts",
-    ".m2ts",
-    ".wmv",
-    ".flv",
-    ".mpg",
-)
-
-
-def _default_state_dir() -> Path:
-    # systemd's StateDirectory=autokr sets $STATE_DIRECTORY (/var/lib/autokr).
-    return Path(os.environ.get("STATE_DIRECTORY") or "~/.local/state/autokr").expanduser()
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    inbox: tuple[Path, ...] = field(default=(), metadata={"type": "paths"})
-    """Folders watched recursively for videos (often Plex/Jellyfin library folders)."""
-    state_dir: Path = field(default_factory=_default_state_dir, metadata={"type": "path"})
-    """Where the SQLite database, work files and downloaded models live."""
-    stable_seconds: float = field(default=10.0, metadata={"type": "number", "range": (0, 86400)})
-    """A file becomes a job once its size and mtime have not changed for this long."""
-    scan_interval_seconds: float = field(default=300.0, metadata={"type": "number", "range": (0, 86400)})
-    """Full rescan of the inboxes this often, for events inotify dropped."""
-    write_source_subtitles: bool = field(default=False, metadata={"type": "bool"})
-    """Also write ``Video.ja.srt`` (the transcript) beside the video."""
-    max_attempts: int = field(default=3, metadata={"type": "int", "range": (1, 100)})
-    """Attempts at one stage before a job is failed, for causes that may pass."""
-    retry_backoff_seconds: float = field(default=30.0, metadata={"type": "number", "range": (0, 86400)})
-    """Wait before the first retry; doubled for each further attempt."""
-    worker_stop_seconds: float = field(default=10.0, metadata={"type": "number", "range": (0, 3600)})
-    """On shutdown, how long a worker gets after SIGTERM before SIGKILL."""
-    stage_timeout_seconds: float = field(default=3600.0, metadata={"type": "number", "range": (1, 7 * 86400)})
-    """A worker that reports nothing (no progress, no result) for this long is stopped and
-    the stage retried: the daemon never waits forever on a hung worker."""
-    follow_symlinks: bool = field(default=False, metadata={"type": "bool"})
-    """Follow symbolic links in the inbox that point outside it."""
-    video_extensions: tuple[str, ...] = field(default=DEFAULT_VIDEO_EXTENSIONS, metadata={"type": "strings"})
-    """File name endings treated as videos (case-insensitive)."""
-    memory_max: str = field(default="80%", metadata={"type": "str"})
-    """The service's memory ceiling (systemd ``MemoryMax=``; ``MemoryHigh=`` throttles at 90%
-    of it): a percentage of the machine's memory, a size such as ``12G``, or ``infinity``.
-    Used by ``autokr systemd-unit``; a runaway worker is then ended, not the whole host pressed."""
-
-
-DECODINGS = ("batched", "sequential")
-ENGINES = ("ctranslate2", "torch")
-COMPUTE_TYPES = ("auto", "int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16", "bfloat16", "float32")
-
-
-@dataclass(frozen=True)
-class ModelSettings:
-    whisper: str = field(default="auto", metadata={"type": "str"})
-    """Whisper model name (large-v3, medium, small, ...), a model folder (CTranslate2 or Hugging
-    Face), an openai-whisper ``.pt`` checkpoint, or auto."""
-    translator: str = field(default="auto", metadata={"type": "str"})
-    """NLLB model name (facebook/nllb-200-distilled-600M, ...), a local directory, or auto."""
-    device: str = field(default="auto", metadata={"type": "str"})
-    """auto (CUDA when available), cpu, cuda or cuda:N."""
-    videos_per_worker: int = field(default=8, metadata={"type": "int", "range": (1, 1000)})
-    """Videos waiting at one stage that one worker process takes (the model loads once)."""
-    vad: bool = field(default=True, metadata={"type": "bool"})
-    """Voice activity detection (Silero): cues follow the speech, silence and music get none."""
-    filter_hallucinations: bool = field(default=True, metadata={"type": "bool"})
-    """Drop segments Whisper likely invented (loops, repeats, outro phrases over silence)."""
-    condition_on_previous_text: bool = field(default=False, metadata={"type": "bool"})
-    """Feed Whisper the previous window's text (off: on Japanese it feeds repetition loops)."""
-    engine: str = field(default="ctranslate2", metadata={"type": "str"})
-    """ctranslate2 (faster-whisper and CTranslate2: int8 on a CPU, float16 on CUDA; models are
-    downloaded or converted once into ``<model_dir>``) or torch (openai-whisper and
-    transformers, the reference). A ``.pt`` Whisper checkpoint always runs on torch."""
-    compute_type: str = field(default="auto", metadata={"type": "str"})
-    """CTranslate2's number format: auto (int8 on a CPU; on CUDA float16, or int8_float16 when
-    the model would not fit in float16), int8, int8_float16, float16, bfloat16, float32, ..."""
-    decoding: str = field(default="batched", metadata={"type": "str"})
-    """batched: speech chunks of up to 30 s decoded many at a time (faster); sequential:
-    openai-whisper's sliding 30 s window, each window after the previous one."""
-    transcribe_batch_size: int = field(default=0, metadata={"type": "int", "range": (0, 256)})
-    """Speech chunks decoded together; 0: as many as free GPU memory allows (16 at most), 8 on CPU."""
-    translate_batch_size: int = field(default=16, metadata={"type": "int", "range": (1, 1024)})
-    """Sentences per translation batch."""
-    model_dir: Path | None = field(default=None, metadata={"type": "path"})
-    """Where named models are downloaded; default ``<state_dir>/models``."""
-
-
-@dataclass(frozen=True)
-class LanguageSettings:
-    source: str = field(default="ja", metadata={"type": "str"})
-    """Spoken language of the videos (ISO 639-1)."""
-    target: str = field(default="ko", metadata={"type": "str"})
-    """Subtitle language; also the tag in ``Video.<target>.srt``."""
-
-
-@dataclass(frozen=True)
-class JellyfinSettings:
-    url: str = field(default="", metadata={"type": "str"})
-    """Jellyfin's address, e.g. ``http://127.0.0.1:8096``; empty: Jellyfin is not told."""
-    api_key: str = field(default="", repr=False, metadata={"type": "str", "secret": True})
-    """An API key (Dashboard → API Keys); or ``api_key_file``."""
-    api_key_file: str = field(default="", metadata={"type": "str"})
-    """A file holding the key, or ``credential:NAME``: systemd's credential NAME
-    (``$CREDENTIALS_DIRECTORY/NAME``; ``autokr systemd-unit`` adds its ``LoadCredential=``)."""
-    path_map: tuple[tuple[str, str], ...] = field(default=(), metadata={"type": "pairs"})
-    """``[["/srv/media", "/media"]]``: AutoKR's path prefix → the server's (a server in a container)."""
-
-
-@dataclass(frozen=True)
-class PlexSettings:
-    url: str = field(default="", metadata={"type": "str"})
-    """Plex's address, e.g. ``http://127.0.0.1:32400``; empty: Plex is not told."""
-    token: str = field(default="", repr=False, metadata={"type": "str", "secret": True})
-    """An X-Plex-Token; or ``token_file``."""
-    token_file: str = field(default="", metadata={"type": "str"})
-    """A file holding the token, or ``credential:NAME`` (as for Jellyfin)."""
-    path_map: tuple[tuple[str, str], ...] = field(default=(), metadata={"type": "pairs"})
-    """As for Jellyfin."""
-
-
-@dataclass(frozen=True)
-class NotifySettings:
-    urls: tuple[str, ...] = field(default=(), repr=False, metadata={"type": "strings", "secret": True})
-    """Apprise URLs (``ntfy://…``, ``discord://…``, ``json://host/path``): a message when a video
-    is done or has failed."""
-    digest: bool = field(default=False, metadata={"type": "bool"})
-    """Also one message a day: how many videos were done and failed in the last 24 hours."""
-
-
-BACKENDS = ("local", "ray")
-RAY_ADDRESS = re.compile(r"^(auto|(ray://)?[^\s:/]+:\d+)$")
-
-
-@dataclass(frozen=True)
-class ClusterSettings:
-    backend: str = field(default="local", metadata={"type": "str"})
-    """local: every stage worker runs on this machine. ray: transcription and translation run as
-    Ray tasks on the cluster's GPUs (``workers/cluster.py``); extraction and subtitles stay here,
-    beside the videos."""
-    address: str = field(default="auto", metadata={"type": "str"})
-    """The Ray cluster (backend ray): ``ray://head:10001`` (Ray Client, what a systemd unit
-    needs), ``head:6379`` when this machine is itself a node of it, or ``auto`` for the node
-    running here."""
-    devices: tuple[str, ...] = field(default=("auto",), metadata={"type": "devices"})
-    """Where stage workers run, one at a time on each: ``"auto"`` (every GPU a worker process
-    sees, else the CPU; a ``[models] device`` other than auto is taken as the one device), or a
-    list such as ``["cuda:0", "cuda:1"]``. Listing ``"cpu"`` twice makes two CPU worker slots.
-    Overrides ``[models] device``."""
-
-
-@dataclass(frozen=True)
-class Config:
-    daemon: DaemonSettings = field(default_factory=DaemonSettings)
-    models: ModelSettings = field(default_factory=ModelSettings)
-    languages: LanguageSettings = field(default_factory=LanguageSettings)
-    jellyfin: JellyfinSettings = field(default_factory=JellyfinSettings)
-    plex: PlexSettings = field(default_factory=PlexSettings)
-    notify: NotifySettings = field(default_factory=NotifySettings)
-    cluster: ClusterSettings = field(default_factory=ClusterSettings)
-    path: Path | None = None
-
-    @property
-    def database_path(self) -> Path:
-        return self.daemon.state_dir / "autokr.sqlite3"
-
-    @property
-    def work_dir(self) -> Path:
-        return self.daemon.state_dir / "work"
-
-    @property
-    def model_dir(self) -> Path:
-        return self.models.model_dir or self.daemon.state_dir / "models"
-
-
-SECTIONS: dict[str, type] = {
-    "daemon": DaemonSettings, "models": ModelSettings, "languages": LanguageSettings,
-    "jellyfin": JellyfinSettings, "plex": PlexSettings, "notify": NotifySettings, "cluster": ClusterSettings,
-}  # fmt: skip
-CREDENTIAL_PREFIX = "credential:"
-URL_PATTERN = re.compile(r"^https?://[^/\s]+(/\S*)?$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
 
 CONFIG_PLACES = ("config/autokr.toml", "~/.config/autokr/autokr.toml", "/etc/autokr/autokr.toml")
 """Where the config is looked for (after ``--config`` and ``$AUTOKR_CONFIG``), in this order."""
@@ -368,6 +207,7 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
     _validate_cluster(config.cluster, problems)
     for section, key in (("jellyfin", "api_key"), ("plex", "token")):
         _validate_server(getattr(config, section), section, key, problems)
+    _validate_llm(config, problems)
     for name in ("source", "target"):
         if getattr(languages, name) not in NLLB_CODES:
             known = ", ".join(sorted(NLLB_CODES))
@@ -408,6 +248,42 @@ def _validate_server(settings: Any, section: str, key: str, problems: list[str])
         problems.append(f"[{section}] needs exactly one of {key} and {key}_file")
     if getattr(settings, key) and _inner_blank_or_control(getattr(settings, key)):
         problems.append(f"[{section}] {key} holds a space, a line break or a control character; give the key alone")
+
+
+def _validate_llm(config: Config, problems: list[str]) -> None:
+    llm = config.llm
+    if config.models.translator != LLM:
+        return
+    if not llm.model.strip():
+        problems.append('[llm] model must name the model when [models] translator is "llm"')
+    if not llm.url:
+        problems.append(
+            "[llm] url must name an OpenAI-compatible server (Ollama, llama.cpp's llama-server, vLLM, ...): "
+            "AutoKR does not run an LLM in its own process yet"
+        )
+    elif "@" in urllib.parse.urlsplit(llm.url).netloc:
+        problems.append("[llm] url must not hold a user name or password (the key goes in api_key or api_key_file)")
+    elif not URL_PATTERN.match(llm.url):
+        problems.append("[llm] url must be an http:// or https:// address such as http://127.0.0.1:11434/v1")
+    if llm.api_key and llm.api_key_file:
+        problems.append("[llm] needs at most one of api_key and api_key_file")
+    if llm.api_key and _inner_blank_or_control(llm.api_key):
+        problems.append("[llm] api_key holds a space, a line break or a control character; give the key alone")
+    if llm.register not in REGISTERS:
+        problems.append(f"[llm] register must be one of {', '.join(REGISTERS)}, not {llm.register!r}")
+    if not llm.fallback.strip():
+        problems.append(f'[llm] fallback must name an NLLB model, or be "{NO_FALLBACK}"')
+
+
+def _key_file(file: str, base: Path) -> str:
+    """A key file is a path as the inbox is: ``~`` expanded, relative to the config file."""
+    if not file or file.startswith(CREDENTIAL_PREFIX):
+        return file
+    return str(base / Path(file).expanduser())
+
+
+def _resolve_fallback(fallback: str, base: Path) -> str:
+    return fallback if fallback == NO_FALLBACK else resolve_setting(fallback, base)
 
 
 def read_secret(value: str, file: str, where: str) -> str:
@@ -477,7 +353,13 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
             whisper=resolve_setting(config.models.whisper, base),
             translator=resolve_setting(config.models.translator, base),
         ),
-    )
+        llm=replace(
+            config.llm, fallback=_resolve_fallback(config.llm.fallback, base),
+            api_key_file=_key_file(config.llm.api_key_file, base),
+        ),
+        jellyfin=replace(config.jellyfin, api_key_file=_key_file(config.jellyfin.api_key_file, base)),
+        plex=replace(config.plex, token_file=_key_file(config.plex.token_file, base)),
+    )  # fmt: skip
     if config.daemon.video_extensions and all(isinstance(e, str) for e in config.daemon.video_extensions):
         lowered = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in config.daemon.video_extensions)
         config = replace(config, daemon=replace(config.daemon, video_extensions=lowered))

@@ -22,13 +22,15 @@ from pathlib import Path
 from contract import models
 from contract.errors import AutoKRError
 from contract.media import find_ffmpeg, find_ffprobe
-from contract.protocol import JsonObject, whole_number
+from contract.protocol import JsonObject, printable, whole_number
+from daemon import stages
 from daemon.announcer import Notifications, senders_for
-from daemon.availability import HUB, hub_reachable
+from daemon.availability import HUB, hub_reachable, model_setting
 from daemon.cluster import ask_cluster
 from daemon.config import Config
 from daemon.media_servers import MediaServer, ServerError
 from daemon.runner import ask_worker
+from daemon.settings import LLM
 from daemon.store import MIN_STATE_FREE_BYTES
 from daemon.unit import install_for, render_unit
 from daemon.watcher import describe_inotify_error
@@ -36,6 +38,7 @@ from daemon.watcher import describe_inotify_error
 INOTIFY_LIMIT = Path("/proc/sys/fs/inotify/max_user_watches")
 UNIT_PATHS = (Path("/etc/systemd/system/autokr.service"), Path("/usr/lib/systemd/system/autokr.service"))
 DEVICE_SECONDS = 180
+LLM_SECONDS = 30
 IN_CREATE = 0x100  # linux/inotify.h
 
 
@@ -155,7 +158,8 @@ def ask_device(config: Config) -> JsonObject:
     models = config.models
     command = [
         sys.executable, "-m", "workers.device", "--engine", models.engine, "--device", models.device,
-        "--whisper", models.whisper, "--translator", models.translator, "--compute-type", models.compute_type,
+        "--whisper", models.whisper, "--translator", model_setting(config, "translator") or "auto",
+        "--compute-type", models.compute_type,
     ]  # fmt: skip
     return ask_worker(command, DEVICE_SECONDS)
 
@@ -181,7 +185,10 @@ def check_models(
 ) -> Iterator[Check]:
     online: bool | None = None
     for kind in ("whisper", "translator"):
-        setting = getattr(config.models, kind)
+        found_setting = model_setting(config, kind)
+        if found_setting is None:  # the LLM engine with no NLLB fallback: the server has the model
+            continue
+        setting = found_setting
         name = str(chosen.get(kind) or setting)
         if models.is_path(setting):
             problem = models.folder_problem(kind, Path(setting))
@@ -259,10 +266,46 @@ def check_cluster(config: Config) -> Iterator[Check]:
         yield Check(name, True, f"{answer['nodes']} node(s), {answer['gpus']} GPU(s), AutoKR {answer['version']}")
 
 
+def check_llm(config: Config) -> Iterator[Check]:
+    """The LLM engine's server: it answers, takes the key, has the model; and whether it gives
+    the card back after each stage (Ollama is told to) or keeps the model loaded."""
+    llm = config.llm
+    if config.models.translator != LLM:
+        return
+    name = "LLM server"
+    try:
+        environment = stages.worker_environment(config, "translate")
+        found = ask_worker(
+            [sys.executable, "-m", "workers.llm_server", "--url", llm.url, "--model", llm.model], LLM_SECONDS,
+            environment,
+        )  # fmt: skip
+    except (AutoKRError, OSError) as error:
+        yield Check(name, False, f"{llm.url}: {printable(error)}", "check [llm] url and api_key_file", True)
+        return
+    problem, listed, ollama = found.get("problem"), found.get("models"), found.get("ollama")
+    if problem:
+        yield Check(name, False, f"{llm.url}: {problem}", "start the server, or fix [llm] url and api_key", True)
+        return
+    if isinstance(listed, list) and listed and llm.model not in listed:
+        shown = ", ".join(str(model) for model in listed[:8])
+        fix = f"set [llm] model to one of them, or fetch it there (ollama pull {llm.model})"
+        yield Check(name, False, f"{llm.url} has no model {llm.model!r} (it has: {shown})", fix, True)
+        return
+    if ollama:
+        held = f"Ollama {ollama}: told to unload it after each translate stage, so Whisper gets the card back"
+    else:
+        held = (
+            "this server keeps the model loaded between stages: on a shared card, leave Whisper room "
+            "beside it (docs/llm.md)"
+        )
+    yield Check(name, True, f"{llm.url}, {llm.model}: {held}")
+
+
 def run_checks(config: Config, state_dir_set: bool) -> list[Check]:
     checks = [*check_tools(config), *check_folders(config), *check_inotify(config), *check_cluster(config)]
     device, chosen = check_device(config)
-    checks += [device, *check_models(config, chosen), *check_servers(config), *check_unit(config, state_dir_set)]
+    checks += [device, *check_models(config, chosen), *check_llm(config), *check_servers(config)]
+    checks += [*check_unit(config, state_dir_set)]
     return checks
 
 

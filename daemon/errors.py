@@ -71,3 +71,7 @@ class WorkerFailed(AutoKRError):
         self.stderr_tail = stderr_tail
         self.permanent = permanent
         super().__init__(reason)
+
+
+class UsageError(AutoKRError):
+    """A command was given something it cannot take; the message says what it takes."""

@@ -60,6 +60,9 @@ class StageRecord:
     batch_size: int | None = None
     device: str | None = None
     """The slot that ran it: ``cuda:1``, ``cpu``."""
+    fallback_lines: int | None = None
+    """LLM engine: how many lines its NLLB fallback translated (``fallback_model``)."""
+    fallback_model: str | None = None
 
     def to_json(self) -> JsonObject:
         return {name.name: getattr(self, name.name) for name in fields(self) if getattr(self, name.name) is not None}
@@ -70,10 +73,13 @@ class StageRecord:
             found = value.get(key)
             return None if found is None else str(found)
 
-        batch_size = value.get("batch_size")
+        def number(key: str) -> int | None:
+            found = value.get(key)
+            return found if isinstance(found, int) and not isinstance(found, bool) else None
+
         return cls(
-            text("model"), text("engine"), text("decoding"),
-            batch_size if isinstance(batch_size, int) and not isinstance(batch_size, bool) else None, text("device"),
+            text("model"), text("engine"), text("decoding"), number("batch_size"), text("device"),
+            number("fallback_lines"), text("fallback_model"),
         )  # fmt: skip
 
     @property

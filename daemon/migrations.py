@@ -13,7 +13,7 @@ import sqlite_utils
 from contract.pipeline import STAGES
 from contract.protocol import JsonObject
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -83,6 +83,16 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_outbox_state ON outbox (state, target, topic)")
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """The series memory (``daemon/series.py``): per series folder (its path as bytes, and a
+    readable form), each name's Korean, whether the model or a person gave it, and when."""
+    db.execute(
+        "CREATE TABLE series_terms (folder BLOB NOT NULL, folder_text TEXT NOT NULL, source TEXT NOT NULL, "
+        "target TEXT NOT NULL, origin TEXT NOT NULL, job_id INTEGER, updated_at REAL NOT NULL, "
+        "PRIMARY KEY (folder, source))"
+    )
+
+
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4,
+    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5,
 }  # fmt: skip

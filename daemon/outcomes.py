@@ -13,6 +13,7 @@ from loguru import logger
 
 from contract import faults
 from contract.files import file_signature, remove_own_file
+from contract.manifest import Term
 from contract.pipeline import LAST_STAGE
 from contract.protocol import EXIT_CLUSTER_UNREACHABLE, EXIT_OUT_OF_MEMORY, StageDone
 from daemon import stages
@@ -21,6 +22,7 @@ from daemon.cohort import CohortRunner, Ending
 from daemon.config import Config
 from daemon.jobs import Job, JobId, JobState, Signature, StageRecord
 from daemon.media_servers import Change
+from daemon.series import SeriesMemory, series_folder
 from daemon.store import Store
 
 MAX_MEMORY_LEVEL = 8  # e.g. batch 16 → 8 → 4 → 2 → 1, then three smaller models
@@ -65,7 +67,10 @@ class Outcomes:
             return
         faults.crash_daemon_if_armed("before-commit", stage)
         device = result.node or (self.cohort.slot.name if self.cohort.slot else None)
-        record = StageRecord(result.model, result.engine, result.decoding, result.batch_size, device)
+        record = StageRecord(
+            result.model, result.engine, result.decoding, result.batch_size, device,
+            result.fallback_lines or None, result.fallback_model,
+        )  # fmt: skip
         subtitles: dict[str, Signature] | None = None
         if last:
             # Still AutoKR's own (untouched since): kept, so a later run may replace them.
@@ -77,6 +82,8 @@ class Outcomes:
             note=skipped or result.note, skipped=bool(skipped),
         ):  # fmt: skip
             return  # the job was reset meanwhile (file replaced): this result is stale
+        if result.terms:
+            self._remember(job, result.terms)
         if not last:
             logger.info("{}: {} complete", job.path, stage)
             return
@@ -96,6 +103,15 @@ class Outcomes:
             "AutoKR: subtitles ready",
             f"{Path(job.path).name}: {result.note or names} ({took} after it was found)",
         )
+
+    def _remember(self, job: Job, terms: tuple[Term, ...]) -> None:
+        """The names the LLM gave, for the later episodes of the same series."""
+        folder = series_folder(Path(job.path), self.config.daemon.inbox)
+        if folder is None:
+            return
+        new = SeriesMemory(self.store).remember(folder, terms, job.id)
+        if new:
+            logger.info("{}: {} new name(s) for the series {}", job.path, new, folder.name)
 
     def failed(self, job_id: JobId, reason: str, permanent: bool) -> None:
         failed(

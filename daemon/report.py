@@ -86,6 +86,8 @@ def models_summary(facts: JobFacts) -> str:
             how.append(f"×{record.batch_size}")
         if record.device:
             how.append(f"on {record.device}")
+        if record.fallback_lines and record.fallback_model:
+            how.append(f"({record.fallback_lines} lines by {Path(record.fallback_model).name})")
         parts.append(" ".join([Path(record.model).name, *how]))
     return " → ".join(parts)
 

@@ -63,7 +63,7 @@ class WorkerAnswerError(AutoKRError):
     """A worker asked a question (``--count``, ``workers.device``) gave no answer."""
 
 
-def ask_worker(command: list[str], seconds: float) -> JsonObject:
+def ask_worker(command: list[str], seconds: float, environment: dict[str, str] | None = None) -> JsonObject:
     """Runs a worker that answers with one JSON object on its last line of stdout (the daemon
     asks instead of importing CUDA or Ray libraries itself).
 
@@ -71,7 +71,10 @@ def ask_worker(command: list[str], seconds: float) -> JsonObject:
         WorkerAnswerError: its last log line when it failed, or why it could not be run.
     """
     try:
-        answer = subprocess.run(command, capture_output=True, text=True, timeout=seconds)
+        answer = subprocess.run(
+            command, capture_output=True, text=True, timeout=seconds,
+            env={**os.environ, **environment} if environment else None,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError) as error:
         raise WorkerAnswerError(f"could not run {command[2] if len(command) > 2 else command[0]} ({error})") from None
     if answer.returncode != 0:

@@ -7,12 +7,14 @@ import os
 from pathlib import Path
 
 from contract.files import NAME_MAX, temporary_prefix
-from contract.manifest import ManifestItem, SubtitleOrder
+from contract.manifest import ManifestItem, SubtitleOrder, TranslateOrder
 from contract.manifest import worker_command as manifest_worker_command
 from contract.pipeline import STAGE
+from contract.protocol import LLM_KEY_ENV
 from daemon.cluster import bridge_command
-from daemon.config import Config
+from daemon.config import Config, read_secret
 from daemon.jobs import JobId, Signature, item_id
+from daemon.settings import LLM
 
 
 def job_work_dir(config: Config, job_id: JobId) -> Path:
@@ -41,17 +43,19 @@ def manifest_item(
     force: bool,
     signature: Signature | None = None,
     own_subtitles: dict[str, Signature] | None = None,
+    translate: TranslateOrder | None = None,
 ) -> ManifestItem:
     """``signature``: the video's (size, mtime_ns) when it became a job; the subtitle worker
     refuses to write beside a video that no longer matches it (replaced or deleted).
     ``own_subtitles``: path → (size, mtime_ns) of each subtitle AutoKR wrote there before; the
     subtitle worker replaces a file only while it still matches (decided when it writes).
-    ``force``: a person asked to replace whatever is there (``--force``)."""
+    ``force``: a person asked to replace whatever is there (``--force``).
+    ``translate``: the glossary and series memory, for the translate stage (``daemon/series.py``)."""
     work = job_work_dir(config, job_id)
     spec = STAGE[stage]
     source = work / spec.reads if spec.reads else video
     if spec.writes:
-        return ManifestItem(item_id(job_id), source, work / spec.writes)
+        return ManifestItem(item_id(job_id), source, work / spec.writes, translate=translate or TranslateOrder())
     languages = config.languages
     order = SubtitleOrder(
         source_output=subtitle_path(video, languages.source) if config.daemon.write_source_subtitles else None,
@@ -87,23 +91,42 @@ def stage_options(config: Config, stage: str, device: str | None = None) -> list
             "--batch-size", str(models.transcribe_batch_size), *engine, *switches,
         ]  # fmt: skip
     if stage == "translate":
+        common = [
+            "--source", languages.source, "--target", languages.target, "--device", device,
+            "--batch-size", str(models.translate_batch_size), "--model-dir", str(config.model_dir / "huggingface"),
+            *engine,
+        ]  # fmt: skip
+        if models.translator != LLM:
+            return ["--model", models.translator, *common]
+        llm = config.llm
         return [
-            "--model", models.translator, "--source", languages.source, "--target", languages.target,
-            "--device", device, "--batch-size", str(models.translate_batch_size),
-            "--model-dir", str(config.model_dir / "huggingface"), *engine,
+            "--model", LLM, "--llm-url", llm.url, "--llm-model", llm.model, "--llm-fallback", llm.fallback,
+            "--llm-register", llm.register, "--llm-window", str(llm.window_lines),
+            "--llm-context", str(llm.context_lines), "--llm-lookahead", str(llm.lookahead_lines),
+            "--llm-timeout", str(llm.timeout_seconds), "--llm-max-tokens", str(llm.max_tokens), *common,
         ]  # fmt: skip
     return []
 
 
-def worker_environment(config: Config) -> dict[str, str]:
-    """Keeps model caches under the state folder (writable under systemd's ProtectHome)."""
-    return {
+def worker_environment(config: Config, stage: str) -> dict[str, str]:
+    """Keeps model caches under the state folder (writable under systemd's ProtectHome). The
+    LLM server's key goes to the translate worker alone, in its environment: a command line is
+    readable by every user of the machine (``ps``), a process's environment by its owner only.
+
+    Raises:
+        ConfigError: the key file cannot be read (the message names it, never the key).
+    """
+    environment = {
         "HF_HOME": str(config.model_dir / "huggingface"),
         "TRANSFORMERS_VERBOSITY": "error",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "TQDM_DISABLE": "1",
     }
+    llm = config.llm
+    if stage == "translate" and config.models.translator == LLM and (llm.api_key or llm.api_key_file):
+        environment[LLM_KEY_ENV] = read_secret(llm.api_key, llm.api_key_file, "[llm] api_key_file")
+    return environment
 
 
 def worker_command(

@@ -42,6 +42,8 @@ from daemon.intake import Intake
 from daemon.jobs import Job, JobId
 from daemon.outcomes import Outcomes, failed
 from daemon.sd_notify import Notifier
+from daemon.series import translate_order
+from daemon.settings import LLM
 from daemon.slots import Slot, plan_slots
 from daemon.status import Running, StatusReporter, status_line, write_problems
 from daemon.store import Store, state_space_problem
@@ -342,9 +344,16 @@ class Supervisor:
             items = self._write_manifest(config, manifest, stage, jobs)
         level = max(job.facts.memory_levels.get(stage, 0) for job in jobs)
         faults.crash_daemon_if_armed("before-worker", stage)
-        cohort = CohortRunner(
-            config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic, slot=slot
-        )
+        try:
+            cohort = CohortRunner(
+                config, stage, items, manifest, level, wake=self.flags.wake, monotonic=self.monotonic, slot=slot
+            )
+        except ConfigError as error:  # the LLM server's key file cannot be read now
+            reason = "; ".join(error.problems)
+            logger.error("cannot start the {} worker: {}", stage, reason)
+            for job in jobs:
+                failed(self.config, self.store, self.teller, job, reason)
+            return
         claimed = {job.id: job for job in jobs}
         outcomes = Outcomes(self.config, self.store, self.teller, cohort, claimed, self.monotonic)
         self.busy[slot.name] = Busy(slot, cohort, outcomes, claimed)
@@ -355,10 +364,13 @@ class Supervisor:
         )
 
     def _write_manifest(self, config: Config, manifest: Path, stage: str, jobs: list[Job]) -> dict[JobId, ManifestItem]:
+        llm = stage == "translate" and config.models.translator == LLM
         items = {
             job.id: stages.manifest_item(
                 config, stage, job.id, Path(job.path), job.force, job.signature,
                 own_subtitles=job.facts.subtitles,
+                translate=translate_order(self.store, Path(job.path), config.daemon.inbox, logger.warning)
+                if llm else None,
             )
             for job in jobs
         }  # fmt: skip

@@ -136,13 +136,13 @@ def read_paths(config: Config) -> list[Path]:
     """What else the service reads that the config names: model folders (or ``.pt`` files)
     given as paths, and key files that are not systemd credentials."""
     found = [Path(setting) for setting in (config.models.whisper, config.models.translator) if models.is_path(setting)]
-    files = (config.jellyfin.api_key_file, config.plex.token_file)
+    files = (config.jellyfin.api_key_file, config.plex.token_file, config.llm.api_key_file)
     found += [Path(file).expanduser() for file in files if file and not file.startswith(CREDENTIAL_PREFIX)]
     return found
 
 
 def credentials_named(config: Config) -> tuple[str, ...]:
-    files = (config.jellyfin.api_key_file, config.plex.token_file)
+    files = (config.jellyfin.api_key_file, config.plex.token_file, config.llm.api_key_file)
     return tuple(file[len(CREDENTIAL_PREFIX) :] for file in files if file.startswith(CREDENTIAL_PREFIX))
 
 

@@ -12,6 +12,7 @@ converted once, see ``workers/ct2.py``, and this process then imports no torch) 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from contract import faults
 from contract.errors import PermanentError, TransientError
 from contract.languages import nllb_code
 from contract.manifest import ManifestItem
+from contract.protocol import LLM_KEY_ENV
 from workers.common import (
     Facts,
     ProgressCallback,
@@ -33,7 +35,9 @@ from workers.common import (
     start_worker,
 )
 from workers.gpu import free_gpu_memory
-from workers.segments import Translation, read_transcript, write_stage_file
+from workers.llm import REGISTERS, Line, reading_budget, translate_lines
+from workers.llm_server import ChatServer
+from workers.segments import TranslatedSegment, Translation, read_transcript, write_stage_file
 from workers.sentences import join_source, regroup, sentence_groups
 
 if TYPE_CHECKING:
@@ -43,6 +47,8 @@ if TYPE_CHECKING:
 # tokens once padded to its longest: short lines travel sixteen at a time, a run of long
 # sentences in smaller batches, so memory per batch stays level.
 TOKENS_PER_SENTENCE = 64
+LLM = "llm"  # --model llm: the LLM engine
+NO_FALLBACK = "none"
 
 
 def token_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -179,10 +185,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--memory-level", type=int, default=0, help="after GPU OOM: halve the batch, then smaller model"
     )
+    llm = parser.add_argument_group("the LLM engine (--model llm; the server's key in $" + LLM_KEY_ENV + ")")
+    llm.add_argument("--llm-url", default="", help="an OpenAI-compatible server, e.g. http://127.0.0.1:11434/v1")
+    llm.add_argument("--llm-model", default="", help="the server's name for the model")
+    llm.add_argument("--llm-fallback", default="facebook/nllb-200-distilled-600M", help='NLLB for lines, or "none"')
+    llm.add_argument("--llm-register", default="auto", choices=sorted(REGISTERS))
+    llm.add_argument("--llm-window", type=int, default=12, help="lines a request")
+    llm.add_argument("--llm-context", type=int, default=8, help="lines before, with their Korean")
+    llm.add_argument("--llm-lookahead", type=int, default=3, help="lines after, for meaning only")
+    llm.add_argument("--llm-timeout", type=float, default=120.0, help="seconds a request may take, all of it")
+    llm.add_argument("--llm-max-tokens", type=int, default=2048, help="the most tokens of one answer")
     arguments = parser.parse_args(argv)
     items = items_from_arguments(parser, arguments)
 
     source_code, target_code = nllb_code(arguments.source), nllb_code(arguments.target)
+    if arguments.model == LLM:
+        return translate_with_llm(arguments, items, source_code, target_code)
     load = _translator_on_ctranslate2 if arguments.engine == "ctranslate2" else _translator_on_torch
     try:
         loaded = load(arguments, source_code)
@@ -209,6 +227,75 @@ def main(argv: list[str] | None = None) -> int:
         return {**facts, "segments": len(segments)}
 
     return run_worker(items, translate)
+
+
+def translate_with_llm(
+    arguments: argparse.Namespace, items: list[ManifestItem], source_code: str, target_code: str
+) -> int:
+    """The LLM engine: each segment one line, translated by the server (``workers/llm.py``);
+    the lines it cannot give go to the NLLB fallback, loaded in this process only if needed."""
+    if not arguments.llm_url:
+        error = PermanentError("[llm] url is not set: AutoKR does not run an LLM in its own process yet")
+        return fail_every_item(items, error)
+    server = ChatServer(
+        arguments.llm_url, arguments.llm_model, os.environ.get(LLM_KEY_ENV, ""), arguments.llm_timeout,
+        arguments.llm_max_tokens, log,
+    )  # fmt: skip
+    ollama = server.find_ollama()
+    held = f"Ollama {ollama}: unloaded when the stage ends" if ollama else "the server keeps it loaded"
+    log(f"translator {arguments.llm_model} on {server.url} ({held})")
+    engine = f"llm (Ollama {ollama})" if ollama else "llm (OpenAI-compatible server)"
+    fallback: list[Loaded] = []  # loaded on first need
+
+    def nllb(texts: list[str]) -> list[str]:
+        if not fallback:
+            log(f"loading the fallback translator {arguments.llm_fallback} for lines the LLM could not give")
+            load = _translator_on_ctranslate2 if arguments.engine == "ctranslate2" else _translator_on_torch
+            fallback.append(
+                load(argparse.Namespace(**{**vars(arguments), "model": arguments.llm_fallback}), source_code)
+            )
+        loaded = fallback[0]
+        return loaded.translate(texts, target_code, 4 if loaded.on_gpu else 1, lambda _: None)
+
+    def translate(item: ManifestItem, progress: ProgressCallback) -> Facts:
+        transcript = read_transcript(item.input)
+        segments = transcript.segments
+        lines = [Line(i, s.text, reading_budget(s.end - s.start)) for i, s in enumerate(segments)]
+        outcome = translate_lines(
+            lines, server.ask, item.translate.glossary, item.translate.memory, arguments.llm_register,
+            arguments.llm_window, arguments.llm_context, arguments.llm_lookahead, log, progress,
+        )  # fmt: skip
+        korean = dict(outcome.korean)
+        if outcome.failed:
+            first = segments[outcome.failed[0]].text
+            if arguments.llm_fallback == NO_FALLBACK:
+                raise TransientError(
+                    f"the LLM gave no usable Korean for {len(outcome.failed)} line(s), the first {first!r}; "
+                    "set [llm] fallback to an NLLB model to translate such lines"
+                )
+            texts = nllb([segments[i].text for i in outcome.failed])
+            if not all(text.strip() for text in texts):
+                raise TransientError(f"neither the LLM nor {arguments.llm_fallback} gave Korean for {first!r}")
+            korean.update(zip(outcome.failed, texts, strict=True))
+            log(f"{len(outcome.failed)} line(s) by {arguments.llm_fallback}, the LLM's answers for them unusable")
+        translated = tuple(TranslatedSegment(s.start, s.end, korean.get(i, ""), s.text) for i, s in enumerate(segments))
+        translation = Translation(translated, arguments.source, arguments.target, arguments.llm_model, transcript.model)
+        write_stage_file(item.output, translation)
+        progress(100)
+        return {
+            "model": arguments.llm_model, "engine": engine, "segments": len(segments),
+            "fallback_lines": len(outcome.failed),
+            "fallback_model": arguments.llm_fallback if outcome.failed else None,
+            "terms": [[source, target] for source, target in sorted(outcome.names.items())],
+            "requests": outcome.requests, "prompt_tokens": outcome.prompt_tokens,
+            "answer_tokens": outcome.answer_tokens,
+        }  # fmt: skip
+
+    try:
+        return run_worker(items, translate)
+    finally:
+        if server.unload():
+            log(f"Ollama unloaded {arguments.llm_model}")
 
 
 if __name__ == "__main__":

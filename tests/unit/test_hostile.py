@@ -323,7 +323,8 @@ def test_16_status_reads_an_older_database_without_migrating_it(tmp_path, capsys
         store.add("/media/a.mkv", 1, 1)
     with sqlite3.connect(database) as connection:  # as the release before the outbox left it
         connection.execute("DROP TABLE outbox")
-        connection.execute("DELETE FROM schema_migrations WHERE version = 4")
+        connection.execute("DROP TABLE series_terms")
+        connection.execute("DELETE FROM schema_migrations WHERE version >= 4")
     before = database.read_bytes()
     code = main(["--config", str(config), "status"])
     out, err = capsys.readouterr()

@@ -3,6 +3,7 @@
 import os
 import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -293,4 +294,31 @@ def test_migration_4_adds_the_outbox_to_a_schema_3_database_and_keeps_its_jobs(t
     with Store(path) as store:
         assert [(job.path, job.state) for job in store.jobs()] == [("/inbox/a.mkv", JobState.DONE)]
         assert "outbox" in store.db.table_names()
-        assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 4
+        assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_migration_5_adds_the_series_memory_to_a_schema_4_database_and_keeps_its_jobs(tmp_path):
+    import sqlite_utils
+
+    from daemon.migrations import MIGRATIONS
+    from daemon.series import SeriesMemory
+
+    path = tmp_path / "autokr.sqlite3"
+    db = sqlite_utils.Database(path)  # the database as release 09e5430 (schema 4) left it
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
+    for version in (1, 2, 3, 4):
+        MIGRATIONS[version](db)
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    db.execute(
+        "INSERT INTO jobs (path, path_key, size, mtime_ns, state, stage, facts) "
+        "VALUES ('/inbox/Show/a.mkv', CAST('/inbox/Show/a.mkv' AS BLOB), 1, 1, 'done', 'subtitle', '{}')"
+    )
+    db.conn.commit()
+    db.conn.close()
+    with Store(path) as store:
+        assert [(job.path, job.state) for job in store.jobs()] == [("/inbox/Show/a.mkv", JobState.DONE)]
+        assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 5
+        memory = SeriesMemory(store)
+        assert memory.terms(Path("/inbox/Show")) == ()
+        memory.remember(Path("/inbox/Show"), [("田中", "다나카")], 1)
+        assert memory.terms(Path("/inbox/Show")) == (("田中", "다나카"),)

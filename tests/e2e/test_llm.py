@@ -1,0 +1,94 @@
+"""The daemon end to end with the LLM translation engine on a loopback OpenAI-compatible server
+(testkit/chat_server.py): one Korean cue per segment, the series memory carried from episode
+to episode, a person's glossary over it, and the key nowhere but in the request header."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pysubs2
+import pytest
+
+from testkit.chat_server import ChatFake
+from testkit.daemon import Daemon, autokr, drop, status, stopping, wait_finished, write_config
+from testkit.media import make_video
+from workers.llm import japanese_left
+
+pytestmark = pytest.mark.slow
+KEY = "sk-e2e-secret-4242"
+
+
+@pytest.fixture
+def server():
+    fake = ChatFake(key=KEY, ollama=True).start()
+    yield fake
+    fake.stop()
+
+
+def llm_config(place: dict[str, Path], whisper: Path, server: ChatFake, fallback: str = "none") -> Path:
+    key_file = place["root"] / "llm.key"
+    key_file.write_text(KEY + "\n", encoding="utf-8")
+    llm = {"url": server.url, "model": server.model, "api_key_file": str(key_file), "fallback": fallback}
+    return write_config(
+        place["root"] / "autokr.toml", place["inbox"], place["root"] / "state", whisper, Path("llm"),
+        sections={"llm": llm},
+    )  # fmt: skip
+
+
+def test_episodes_of_a_series_get_one_korean_cue_a_segment_and_share_their_names(place, tiny_whisper, server, tmp_path):
+    config = llm_config(place, tiny_whisper, server)
+    video = make_video(tmp_path / "clip.mkv", seconds=4)
+    show = place["inbox"] / "Show"
+    daemon = Daemon(config, place["root"] / "daemon.log").start()
+    with stopping(daemon):
+        first = drop(video, show / "Season 1", "Show - 01.mkv")
+        job = wait_finished(daemon, "Show - 01.mkv")
+        asked_first = len(server.requests)
+        second = drop(video, show / "Season 2", "Show - 02.mkv")
+        wait_finished(daemon, "Show - 02.mkv")
+        asked_second = len(server.requests)
+        (show / "autokr-glossary.txt").write_text("# names as the fans write them\nこんにちは = 반가워\n", "utf-8")
+        third = drop(video, show / "Season 2", "Show - 03.mkv")
+        wait_finished(daemon, "Show - 03.mkv")
+        memory = autokr(config, "memory", str(show)).stdout
+        shown = autokr(config, "status", "--json").stdout + autokr(config, "status", "--all").stdout
+        doctor = autokr(config, "doctor", check=False).stdout
+
+    transcript = json.loads((place["root"] / "state" / "work" / str(job["id"]) / "transcript.json").read_text())
+    for path in (first, second, third):
+        cues = pysubs2.load(str(path.with_name(path.stem + ".ko.srt")), encoding="utf-8")
+        assert len(cues) >= len(transcript["segments"]) >= 1  # a long line may take two cues; none merged
+        assert all(cue.plaintext.strip() and not japanese_left(cue.plaintext) for cue in cues)
+    # Episode 1's model named こんにちは; episode 2 (another season of the same series) was given it.
+    assert "glossary" not in server.asked(0)
+    assert server.asked(asked_first)["glossary"] == {"こんにちは": "안녕"}
+    assert "こんにちは = 안녕" in memory
+    # The person's glossary wins over the memory, and the answer is checked to use it.
+    assert server.asked(asked_second)["glossary"] == {"こんにちは": "반가워"}
+    assert "반가워" in pysubs2.load(str(third.with_name("Show - 03.ko.srt")), encoding="utf-8")[0].plaintext
+    # The key: in the request header, and nowhere a person or another user could read it.
+    assert all(
+        headers.get("Authorization") == f"Bearer {KEY}" for headers in server.headers if "Authorization" in headers
+    )
+    for text in (daemon.log(), shown, doctor, memory):
+        assert KEY not in text
+    assert "✓ LLM server" in doctor and "told to unload it after each translate stage" in doctor
+    # Ollama was told to give the card back after each translate stage.
+    assert len(server.unloaded) == 3 and all(call["keep_alive"] == 0 for call in server.unloaded)
+    models = status(config)[0]["models"]
+    assert models["translate_engine"] == "llm (Ollama 0.12.6)" and models["translate_model"] == "tiny-chat"
+
+
+def test_a_person_corrects_the_memory_with_autokr_memory(place, tiny_whisper, server, tmp_path):
+    config = llm_config(place, tiny_whisper, server)
+    daemon = Daemon(config, place["root"] / "daemon.log").start()
+    with stopping(daemon):
+        drop(make_video(tmp_path / "clip.mkv", seconds=3), place["inbox"] / "Show", "Show - 01.mkv")
+        wait_finished(daemon, "Show - 01.mkv")
+    show = str(place["inbox"] / "Show")
+    assert autokr(config, "memory").stdout.split() == ["1", show]
+    assert autokr(config, "memory", show, "--set", "こんにちは=안녕하십니까").stdout == "こんにちは = 안녕하십니까\n"
+    assert autokr(config, "memory", show, "--forget", "こんにちは").stdout == ""
+    refused = autokr(config, "memory", "--set", "a=b", check=False)
+    assert refused.returncode == 1 and "name the series folder" in refused.stderr

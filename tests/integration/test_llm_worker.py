@@ -1,0 +1,150 @@
+"""The translate worker's LLM engine as a real subprocess against a loopback server that speaks
+the OpenAI chat-completions API and misbehaves on request (testkit/chat_server.py): whatever it
+does, each line ends Korean (by the LLM, or by the NLLB fallback, counted) or the video fails
+with one sentence; never Japanese left, a blank line or two lines merged."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from testkit.chat_server import PHRASES, ChatFake
+from testkit.tiny_models import SENTENCE_PAIRS
+from workers.llm import japanese_left
+
+SOURCES = [source for source, _ in SENTENCE_PAIRS[:4]]
+
+
+@pytest.fixture
+def server():
+    fake = ChatFake().start()
+    yield fake
+    fake.stop()
+
+
+def translate(tmp_path: Path, server: ChatFake, *options: str, key: str = "", fallback: str = "none") -> dict:
+    """Runs the worker on four lines; returns its last event, with its log and the lines written."""
+    segments = [{"start": 2.0 * i, "end": 2.0 * i + 1.5, "text": text} for i, text in enumerate(SOURCES)]
+    (tmp_path / "t.json").write_text(json.dumps({"language": "ja", "segments": segments}), encoding="utf-8")
+    (tmp_path / "k.json").unlink(missing_ok=True)
+    environment = {**os.environ, **({"AUTOKR_LLM_API_KEY": key} if key else {})}
+    finished = subprocess.run(
+        [sys.executable, "-m", "workers.translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
+         "--model", "llm", "--llm-url", server.url, "--llm-model", server.model, "--llm-window", "4",
+         "--llm-timeout", "3", "--llm-fallback", fallback, "--device", "cpu",
+         "--converted-dir", str(tmp_path / "converted"), *options],
+        capture_output=True, text=True, timeout=300, env=environment,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr
+    events = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    event = events[-1]
+    event["log"] = finished.stderr + finished.stdout
+    if (tmp_path / "k.json").exists():
+        event["lines"] = json.loads((tmp_path / "k.json").read_text(encoding="utf-8"))["segments"]
+    return event
+
+
+def all_korean(lines: list[dict]) -> bool:
+    return len(lines) == len(SOURCES) and all(
+        line["text"].strip() and not japanese_left(line["text"]) for line in lines
+    )
+
+
+def test_a_good_server_gives_each_line_its_korean_in_one_constrained_request(tmp_path, server):
+    event = translate(tmp_path, server)
+    assert event["event"] == "done" and event["engine"] == "llm (OpenAI-compatible server)"
+    assert [line["text"] for line in event["lines"]] == [PHRASES[source] for source in SOURCES]
+    assert [line["source_text"] for line in event["lines"]] == SOURCES  # one line a segment, none merged
+    assert (event["fallback_lines"], event["requests"]) == (0, 1)
+    request = server.requests[0]
+    assert request["response_format"]["type"] == "json_schema" and request["temperature"] == 0
+    assert "the server keeps it loaded" in event["log"]
+
+
+@pytest.mark.parametrize("mode", ["drop", "merge", "invalid_json", "echo", "blank", "extra", "open_think", "huge"])
+def test_a_bad_answer_is_asked_again_and_every_line_still_comes_from_the_llm(tmp_path, server, mode):
+    server.script = [mode, mode]  # twice for the whole window: then halves, which it answers well
+    event = translate(tmp_path, server)
+    assert event["event"] == "done" and all_korean(event["lines"]), event["log"][-2000:]
+    assert event["fallback_lines"] == 0 and event["requests"] == 4  # the window twice, then its two halves
+    assert "could not be used" in event["log"]
+
+
+def test_a_think_block_never_reaches_the_subtitles(tmp_path, server):
+    server.mode = "think"
+    event = translate(tmp_path, server)
+    assert all_korean(event["lines"]) and not any("think" in line["text"] for line in event["lines"])
+    assert event["requests"] == 1
+
+
+def test_lines_the_llm_never_gives_are_translated_by_the_nllb_fallback_and_counted(tmp_path, server, tiny_nllb):
+    server.mode = "echo"  # the Japanese back, every time
+    event = translate(tmp_path, server, fallback=str(tiny_nllb))
+    assert event["event"] == "done" and all_korean(event["lines"])
+    assert [line["text"] for line in event["lines"]] == [target for _, target in SENTENCE_PAIRS[:4]]
+    assert (event["fallback_lines"], event["fallback_model"]) == (4, str(tiny_nllb))
+
+
+def test_without_a_fallback_such_a_video_fails_with_one_sentence_and_writes_nothing(tmp_path, server):
+    server.mode = "echo"
+    event = translate(tmp_path, server)
+    assert (event["event"], event["permanent"]) == ("failed", False)
+    assert event["reason"].startswith("the LLM gave no usable Korean for 4 line(s), the first 'こんにちは。'")
+    assert "\n" not in event["reason"] and not (tmp_path / "k.json").exists()
+
+
+def test_429_is_waited_out_as_retry_after_says_and_no_schema_support_is_worked_around(tmp_path, server):
+    server.script = ["429", "no_schema"]
+    started = time.monotonic()
+    event = translate(tmp_path, server)
+    assert event["event"] == "done" and all_korean(event["lines"])
+    assert time.monotonic() - started >= 1.0  # Retry-After: 1
+    assert "response_format" in server.requests[1] and "response_format" not in server.requests[2]
+    assert "takes no JSON schema" in event["log"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [("500", "kept failing (HTTP 500)"), ("hang", "did not answer (no whole answer within 3 s)"),
+     ("trickle", "did not answer (no whole answer within 3 s)")],
+)  # fmt: skip
+def test_a_failing_hanging_or_trickling_server_fails_the_video_in_one_sentence(tmp_path, server, mode, reason):
+    server.mode, server.hang_seconds = mode, 10
+    started = time.monotonic()
+    event = translate(tmp_path, server)
+    assert (event["event"], event["permanent"]) == ("failed", False)
+    assert event["reason"] == f"the LLM server at {server.url} {reason}; AutoKR tries the video again later"
+    assert time.monotonic() - started < 60 and not (tmp_path / "k.json").exists()
+
+
+def test_the_key_goes_in_the_header_only_and_a_wrong_one_is_said_without_it(tmp_path):
+    server = ChatFake(key="sk-the-secret-123").start()
+    try:
+        event = translate(tmp_path, server, key="sk-the-secret-123")
+        assert event["event"] == "done" and server.headers[-1]["Authorization"] == "Bearer sk-the-secret-123"
+        assert "sk-the-secret" not in event["log"]
+        event = translate(tmp_path, server, key="sk-wrong-456")
+        assert event["reason"] == (
+            f"the LLM server at {server.url} refused the key (HTTP 401); check [llm] api_key or api_key_file; "
+            "AutoKR tries the video again later"
+        )
+        assert "sk-wrong" not in event["log"]
+    finally:
+        server.stop()
+
+
+def test_ollama_is_told_to_unload_the_model_when_the_stage_ends(tmp_path):
+    server = ChatFake(ollama=True).start()
+    try:
+        event = translate(tmp_path, server)
+        assert event["engine"] == "llm (Ollama 0.12.6)"
+        assert server.unloaded == [{"model": "tiny-chat", "keep_alive": 0}]
+        assert "Ollama unloaded tiny-chat" in event["log"]
+    finally:
+        server.stop()
