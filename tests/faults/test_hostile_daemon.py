@@ -37,7 +37,7 @@ from testkit.servers import FakeServer
 
 pytestmark = pytest.mark.slow
 NUMERIC_KEY = 987654321987654  # a key written without quotes: a TOML number
-LOCK_SECONDS = 35  # longer than any busy timeout AutoKR ever had (30 s)
+LOCK_SECONDS = 21  # twice AutoKR's busy timeout (10 s) and more: the daemon pauses, then carries on
 SHORT_LOCK_SECONDS = 13  # longer than AutoKR's busy timeout now (10 s): it must pause, not wait
 
 

@@ -236,7 +236,7 @@ def test_memory_does_not_grow_over_200_jobs(place, clip, tiny_whisper, tiny_nllb
     inbox, root = place["inbox"], place["root"]
     for number in range(200):
         shutil.copyfile(clip, inbox / f"Clip {number:03}.mkv")
-    daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, videos_per_worker=20)
+    daemon = start_daemon(root, inbox, tiny_whisper, tiny_nllb, videos_per_worker=40)
     done_counts: list[int] = []
 
     def done_at_least(count: int) -> int | None:
@@ -245,15 +245,15 @@ def test_memory_does_not_grow_over_200_jobs(place, clip, tiny_whisper, tiny_nllb
         return rss_kb(daemon.pid) if done >= count else None
 
     with stopping(daemon):
-        # Cohorts of 20 (daemon/scheduler.py): the first 20 go through every stage before the
-        # next 20 start, so job 20 comes early and job 200 after nine more cohorts.
-        rss_20 = wait_for(lambda: done_at_least(20), 1200, "20 jobs done", interval=0.5)
+        # Cohorts of 40 (daemon/scheduler.py): the first 40 go through every stage before the
+        # next 40 start, so job 40 comes early and job 200 after four more cohorts.
+        rss_40 = wait_for(lambda: done_at_least(40), 1200, "40 jobs done", interval=0.5)
         rss_200 = wait_for(lambda: done_at_least(200), 1200, "200 jobs done", interval=1)
         jobs = status(daemon.config)
     for job in jobs:
         ledger.finished(job, Path(job["path"]).name)
-    ledger.report(f"200 jobs: daemon RSS {rss_20 / 1024:.1f} MB after job 20, {rss_200 / 1024:.1f} MB after job 200")
-    assert rss_200 - rss_20 < 8 * 1024, f"RSS grew from {rss_20} kB to {rss_200} kB"
+    ledger.report(f"200 jobs: daemon RSS {rss_40 / 1024:.1f} MB after job 40, {rss_200 / 1024:.1f} MB after job 200")
+    assert rss_200 - rss_40 < 8 * 1024, f"RSS grew from {rss_40} kB to {rss_200} kB"
 
 
 # --- Hostile and odd names ----------------------------------------------------------------------

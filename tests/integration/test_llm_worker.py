@@ -111,13 +111,13 @@ def test_429_is_waited_out_as_retry_after_says_and_no_schema_support_is_worked_a
 
 @pytest.mark.parametrize(
     ("mode", "reason"),
-    [("500", "kept failing (HTTP 500)"), ("hang", "did not answer (no whole answer within 3 s)"),
-     ("trickle", "did not answer (no whole answer within 3 s)")],
+    [("500", "kept failing (HTTP 500)"), ("hang", "did not answer (no whole answer within 1 s)"),
+     ("trickle", "did not answer (no whole answer within 1 s)")],
 )  # fmt: skip
 def test_a_failing_hanging_or_trickling_server_fails_the_video_in_one_sentence(tmp_path, server, mode, reason):
-    server.mode, server.hang_seconds = mode, 10
+    server.mode, server.hang_seconds = mode, 5
     started = time.monotonic()
-    event = translate(tmp_path, server)
+    event = translate(tmp_path, server, "--llm-timeout", "1")
     assert (event["event"], event["permanent"]) == ("failed", False)
     assert event["reason"] == f"the LLM server at {server.url} {reason}; AutoKR tries the video again later"
     assert time.monotonic() - started < 60 and not (tmp_path / "k.json").exists()
