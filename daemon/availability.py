@@ -57,8 +57,8 @@ def model_problems(config: Config, online: Callable[[], bool]) -> dict[str, str]
         if stage.model is None:
             continue
         setting = model_setting(config, stage.model)
-        if setting is None:
-            continue
+        if setting is None or (stage.model == "translator" and config.models.translator == LLM):
+            continue  # the LLM's fallback is loaded only for a line the LLM cannot give: it holds nothing back
         if models.is_path(setting):
             problem = models.folder_problem(stage.model, Path(setting))
             if problem:

@@ -190,21 +190,26 @@ def check_models(
             continue
         setting = found_setting
         name = str(chosen.get(kind) or setting)
+        # The LLM's fallback is loaded only for a line the LLM cannot give: missing, it stops no video.
+        fallback = kind == "translator" and config.models.translator == LLM
+        label, key = (f"{kind} model", f"[models] {kind}")
+        if fallback:
+            label, key = "translator fallback model", "[llm] fallback"
         if models.is_path(setting):
             problem = models.folder_problem(kind, Path(setting))
             what = "the path does not exist" if not Path(setting).exists() else "it is no model AutoKR can use"
-            fix = "" if problem is None else f"fix [models] {kind}: {what}"
+            fix = "" if problem is None else f"fix {key}: {what}"
             detail = setting if problem is None else f"{problem} (in {config.path})"
-            yield Check(f"{kind} model", problem is None, detail, fix, problem is not None)
+            yield Check(label, problem is None, detail, fix, problem is not None and not fallback)
         elif (found := models.downloaded(kind, name, config.model_dir)) is not None:
-            yield Check(f"{kind} model", True, f"{name}, downloaded ({found})")
+            yield Check(label, True, f"{name}, downloaded ({found})")
         else:
             online = reachable(HUB) if online is None else online
-            fix = f"connect this machine to the internet once, or download {name} elsewhere and set [models] {kind}"
+            fix = f"connect this machine to the internet once, or download {name} elsewhere and set {key}"
             detail = (
                 f"{name}: downloaded on first use" if online else f"{name} is not downloaded and {HUB} is unreachable"
             )
-            yield Check(f"{kind} model", online, detail, "" if online else fix, not online)
+            yield Check(label, online, detail, "" if online else fix, not online and not fallback)
 
 
 def check_servers(config: Config) -> Iterator[Check]:

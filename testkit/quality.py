@@ -11,7 +11,7 @@ from typing import Any
 
 import pysubs2
 
-from workers.cues import Cue, limits_for, reading_speed, style_violations
+from workers.cues import Cue, limits_for, over_reading_speed, reading_speed, style_violations
 from workers.timing import merge_intervals, overlapping
 
 
@@ -46,6 +46,7 @@ def analyse(cues: list[Cue], reference: dict[str, Any], language: str) -> dict[s
         "cues over music/silence": over_nothing,
         "style violations": style_violations(cues, limits_for(language)),
         "reading speed cps": round(reading_speed(cues), 1),
+        "cues over 12 cps": round(over_reading_speed(cues), 3),
     }
 
 

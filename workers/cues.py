@@ -288,6 +288,18 @@ def style_violations(cues: list[Cue], limits: CueLimits) -> dict[str, int]:
     return counts
 
 
+READING_SPEED = 12.0
+"""Characters a second a viewer reads: the Netflix Korean Timed Text Style Guide's adult limit."""
+
+
+def over_reading_speed(cues: list[Cue], limit: float = READING_SPEED) -> float:
+    """The share of cues a viewer cannot finish: more characters a second than ``limit``."""
+    if not cues:
+        return 0.0
+    over = sum(1 for cue in cues if reading_speed([cue]) > limit + 1e-9)
+    return over / len(cues)
+
+
 def reading_speed(cues: list[Cue]) -> float:
     """Characters per second over all cues (spaces and line breaks not counted)."""
     characters = sum(len(cue.text.replace("\n", "").replace(" ", "")) for cue in cues)

@@ -24,9 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from contract.manifest import Term
+from workers.cues import READING_SPEED
 
-READING_SPEED = 12.0
-"""Characters a second a viewer reads (the Netflix Korean Timed Text Style Guide's adult limit)."""
 SHORTEST_BUDGET = 6
 
 KANA = re.compile(r"[\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f]")

@@ -136,3 +136,13 @@ def test_a_long_slow_sentence_is_cut_to_at_most_seven_seconds_a_cue():
 
 def test_reading_speed_counts_characters_per_second():
     assert reading_speed([Cue(0, 2, ["고양이다"]), Cue(3, 5, ["이름은", "없다"])]) == 9 / 4
+
+
+def test_the_share_of_cues_over_the_reading_speed_counts_characters_a_second():
+    from workers.cues import over_reading_speed
+
+    cues = [
+        Cue(0.0, 1.0, ["가나다라마바사아자차"]),
+        Cue(2.0, 3.0, ["가나다라마바사아자차카타파하"]),
+    ]  # 10 and 14 a second
+    assert over_reading_speed(cues) == 0.5 and over_reading_speed(cues, limit=15) == 0.0 and over_reading_speed([]) == 0
