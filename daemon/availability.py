@@ -56,9 +56,15 @@ def model_problems(config: Config, online: Callable[[], bool]) -> dict[str, str]
     for stage in PIPELINE:
         if stage.model is None:
             continue
+        if stage.model == "translator" and config.models.translator == LLM:
+            # The LLM's fallback is loaded only for a line the LLM cannot give: it holds nothing
+            # back. A model the worker runs itself must be there; a server's is the server's.
+            if not config.llm.url and not Path(config.llm.model).is_dir():
+                found[stage.name] = f"{WAITING}no such folder: {config.llm.model} ([llm] model in {config.path})"
+            continue
         setting = model_setting(config, stage.model)
-        if setting is None or (stage.model == "translator" and config.models.translator == LLM):
-            continue  # the LLM's fallback is loaded only for a line the LLM cannot give: it holds nothing back
+        if setting is None:
+            continue
         if models.is_path(setting):
             problem = models.folder_problem(stage.model, Path(setting))
             if problem:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from contract.languages import NLLB_CODES
-from contract.models import resolve_setting
+from contract.models import is_path, resolve_setting
 from daemon.errors import ConfigError
 from daemon.settings import (
     BACKENDS,
@@ -256,11 +256,14 @@ def _validate_llm(config: Config, problems: list[str]) -> None:
         return
     if not llm.model.strip():
         problems.append('[llm] model must name the model when [models] translator is "llm"')
-    if not llm.url:
-        problems.append(
-            "[llm] url must name an OpenAI-compatible server (Ollama, llama.cpp's llama-server, vLLM, ...): "
-            "AutoKR does not run an LLM in its own process yet"
-        )
+    if not llm.url:  # the model runs in the translate worker itself (CTranslate2's Generator)
+        if llm.model.strip() and not is_path(llm.model):
+            problems.append(
+                "[llm] model must be a model folder (Hugging Face or CTranslate2) when url is not set; "
+                "or set url to an OpenAI-compatible server that has the model"
+            )
+        if llm.api_key or llm.api_key_file:
+            problems.append("[llm] api_key is for a server: set url, or remove the key")
     elif "@" in urllib.parse.urlsplit(llm.url).netloc:
         problems.append("[llm] url must not hold a user name or password (the key goes in api_key or api_key_file)")
     elif not URL_PATTERN.match(llm.url):
@@ -355,6 +358,7 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
         ),
         llm=replace(
             config.llm, fallback=_resolve_fallback(config.llm.fallback, base),
+            model=config.llm.model if config.llm.url else resolve_setting(config.llm.model, base),
             api_key_file=_key_file(config.llm.api_key_file, base),
         ),
         jellyfin=replace(config.jellyfin, api_key_file=_key_file(config.jellyfin.api_key_file, base)),

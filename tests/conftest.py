@@ -14,7 +14,13 @@ import pytest
 from testkit.ledger import LEDGER, Ledger
 from testkit.require import REPOSITORY, SHARED, shared_sample, skip_or_fail
 from testkit.systemd_notify import NotifySocket
-from testkit.tiny_models import build_tiny_nllb, build_tiny_whisper, build_tiny_whisper_hf
+from testkit.tiny_models import (
+    SENTENCE_PAIRS,
+    build_tiny_chat_for,
+    build_tiny_nllb,
+    build_tiny_whisper,
+    build_tiny_whisper_hf,
+)
 
 
 @pytest.fixture(scope="session")
@@ -32,6 +38,14 @@ def tiny_whisper_hf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_nllb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_nllb(tmp_path_factory.mktemp("models") / "tiny-nllb")
+
+
+@pytest.fixture(scope="session")
+def tiny_chat(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny chat model trained here to answer the LLM engine's request for four lines of
+    SENTENCE_PAIRS, 1.5 s each (tests/integration/test_llm_worker.py)."""
+    window = [(source, 1.5, target) for source, target in SENTENCE_PAIRS[:4]]
+    return build_tiny_chat_for(tmp_path_factory.mktemp("models") / "tiny-chat", [window])
 
 
 @pytest.fixture(scope="session")

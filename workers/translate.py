@@ -36,6 +36,7 @@ from workers.common import (
 )
 from workers.gpu import free_gpu_memory
 from workers.llm import REGISTERS, Line, reading_budget, translate_lines
+from workers.llm_local import LocalChat, chat_folder
 from workers.llm_server import ChatServer
 from workers.segments import TranslatedSegment, Translation, read_transcript, write_stage_file
 from workers.sentences import join_source, regroup, sentence_groups
@@ -232,22 +233,37 @@ def main(argv: list[str] | None = None) -> int:
 def translate_with_llm(
     arguments: argparse.Namespace, items: list[ManifestItem], source_code: str, target_code: str
 ) -> int:
-    """The LLM engine: each segment one line, translated by the server (``workers/llm.py``);
-    the lines it cannot give go to the NLLB fallback, loaded in this process only if needed."""
-    if not arguments.llm_url:
-        error = PermanentError("[llm] url is not set: AutoKR does not run an LLM in its own process yet")
-        return fail_every_item(items, error)
-    server = ChatServer(
-        arguments.llm_url, arguments.llm_model, os.environ.get(LLM_KEY_ENV, ""), arguments.llm_timeout,
-        arguments.llm_max_tokens, log,
-    )  # fmt: skip
-    ollama = server.find_ollama()
-    held = f"Ollama {ollama}: unloaded when the stage ends" if ollama else "the server keeps it loaded"
-    log(f"translator {arguments.llm_model} on {server.url} ({held})")
-    engine = f"llm (Ollama {ollama})" if ollama else "llm (OpenAI-compatible server)"
+    """The LLM engine: each segment one line (``workers/llm.py``), translated by a server
+    (``--llm-url``) or by a model in this process (``workers/llm_local.py``); the lines it cannot
+    give go to the NLLB fallback, loaded only if needed (after a local LLM is unloaded)."""
+    server: ChatServer | None = None
+    local: LocalChat | None = None
+    if arguments.llm_url:
+        server = ChatServer(
+            arguments.llm_url, arguments.llm_model, os.environ.get(LLM_KEY_ENV, ""), arguments.llm_timeout,
+            arguments.llm_max_tokens, log,
+        )  # fmt: skip
+        ollama = server.find_ollama()
+        held = f"Ollama {ollama}: unloaded when the stage ends" if ollama else "the server keeps it loaded"
+        log(f"translator {arguments.llm_model} on {server.url} ({held})")
+        engine = f"llm (Ollama {ollama})" if ollama else "llm (OpenAI-compatible server)"
+        ask = server.ask
+    else:
+        from workers import catalog, ct2
+
+        device = ct2.device(arguments.device)
+        compute = catalog.ct2_compute(arguments.llm_model, arguments.compute_type, free_gpu_memory(device))
+        try:
+            folder = chat_folder(arguments.llm_model, arguments.converted_dir, compute)
+            local = LocalChat(folder, device, compute, arguments.llm_max_tokens)
+        except (PermanentError, TransientError) as error:
+            return fail_every_item(items, error)
+        engine, ask = f"llm ctranslate2 {compute}", local.ask
     fallback: list[Loaded] = []  # loaded on first need
 
     def nllb(texts: list[str]) -> list[str]:
+        if local is not None:
+            local.park()  # one model at a time: the LLM's memory is given back before NLLB loads
         if not fallback:
             log(f"loading the fallback translator {arguments.llm_fallback} for lines the LLM could not give")
             load = _translator_on_ctranslate2 if arguments.engine == "ctranslate2" else _translator_on_torch
@@ -261,8 +277,10 @@ def translate_with_llm(
         transcript = read_transcript(item.input)
         segments = transcript.segments
         lines = [Line(i, s.text, reading_budget(s.end - s.start)) for i, s in enumerate(segments)]
+        if local is not None:
+            local.resume()
         outcome = translate_lines(
-            lines, server.ask, item.translate.glossary, item.translate.memory, arguments.llm_register,
+            lines, ask, item.translate.glossary, item.translate.memory, arguments.llm_register,
             arguments.llm_window, arguments.llm_context, arguments.llm_lookahead, log, progress,
         )  # fmt: skip
         korean = dict(outcome.korean)
@@ -294,7 +312,7 @@ def translate_with_llm(
     try:
         return run_worker(items, translate)
     finally:
-        if server.unload():
+        if server is not None and server.unload():
             log(f"Ollama unloaded {arguments.llm_model}")
 
 

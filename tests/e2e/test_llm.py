@@ -5,6 +5,8 @@ to episode, a person's glossary over it, and the key nowhere but in the request 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pysubs2
@@ -13,6 +15,7 @@ import pytest
 from testkit.chat_server import ChatFake
 from testkit.daemon import Daemon, autokr, drop, status, stopping, wait_finished, write_config
 from testkit.media import make_video
+from testkit.tiny_models import build_tiny_chat_for
 from workers.llm import japanese_left
 
 pytestmark = pytest.mark.slow
@@ -92,3 +95,37 @@ def test_a_person_corrects_the_memory_with_autokr_memory(place, tiny_whisper, se
     assert autokr(config, "memory", show, "--forget", "こんにちは").stdout == ""
     refused = autokr(config, "memory", "--set", "a=b", check=False)
     assert refused.returncode == 1 and "name the series folder" in refused.stderr
+
+
+@pytest.fixture(scope="module")
+def clip_and_chat(tmp_path_factory: pytest.TempPathFactory, tiny_whisper: Path) -> tuple[Path, Path, int]:
+    """A clip, and a tiny chat model trained on the LLM engine's request for the lines the tiny
+    Whisper hears in it (the workers run by hand, with the daemon's settings), each to be 안녕하세요."""
+    work = tmp_path_factory.mktemp("llm-e2e")
+    clip = make_video(work / "clip.mkv", seconds=4)
+    for command in (
+        ["workers.extract", str(clip), str(work / "audio.wav")],
+        ["workers.transcribe", str(work / "audio.wav"), str(work / "t.json"), "--model", str(tiny_whisper),
+         "--device", "cpu", "--no-vad", "--keep-hallucinations"],
+    ):  # fmt: skip
+        subprocess.run([sys.executable, "-m", *command], check=True, capture_output=True, timeout=300)
+    segments = json.loads((work / "t.json").read_text(encoding="utf-8"))["segments"]
+    window = [(segment["text"], segment["end"] - segment["start"], "안녕하세요.") for segment in segments]
+    return clip, build_tiny_chat_for(work / "chat", [window]), len(segments)
+
+
+def test_a_chat_model_in_the_worker_itself_gives_one_korean_cue_a_segment(place, tiny_whisper, clip_and_chat):
+    clip, chat, count = clip_and_chat
+    llm = {"model": str(chat), "fallback": "none"}
+    config = write_config(
+        place["root"] / "autokr.toml", place["inbox"], place["root"] / "state", tiny_whisper, Path("llm"),
+        sections={"llm": llm},
+    )  # fmt: skip
+    daemon = Daemon(config, place["root"] / "daemon.log").start()
+    with stopping(daemon):
+        video = drop(clip, place["inbox"] / "Show", "Show - 01.mkv")
+        wait_finished(daemon, "Show - 01.mkv")
+    cues = pysubs2.load(str(video.with_name("Show - 01.ko.srt")), encoding="utf-8")
+    assert [cue.plaintext for cue in cues] == ["안녕하세요."] * count  # one a segment: none lost, merged or blank
+    models = status(config)[0]["models"]
+    assert models["translate_engine"] == "llm ctranslate2 int8" and "translate_fallback_lines" not in models

@@ -148,3 +148,47 @@ def test_ollama_is_told_to_unload_the_model_when_the_stage_ends(tmp_path):
         assert "Ollama unloaded tiny-chat" in event["log"]
     finally:
         server.stop()
+
+
+def run_local(
+    tmp_path: Path, model: Path, sources: list[str], *options: str, fallback: str = "none"
+) -> tuple[dict, str]:
+    segments = [{"start": 2.0 * i, "end": 2.0 * i + 1.5, "text": text} for i, text in enumerate(sources)]
+    (tmp_path / "t.json").write_text(json.dumps({"segments": segments}), encoding="utf-8")
+    finished = subprocess.run(
+        [sys.executable, *options, "-m", "workers.translate", str(tmp_path / "t.json"), str(tmp_path / "k.json"),
+         "--model", "llm", "--llm-model", str(model), "--llm-window", "4", "--device", "cpu",
+         "--converted-dir", str(tmp_path / "converted"), "--llm-fallback", fallback],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    events = [json.loads(line[8:]) for line in finished.stdout.splitlines() if line.startswith("@autokr ")]
+    return events[-1], finished.stderr
+
+
+def test_a_chat_model_trained_here_runs_in_the_worker_on_ctranslate2_converted_once(tmp_path, tiny_chat):
+    event, log = run_local(tmp_path, tiny_chat, SOURCES)
+    assert (event["event"], event["engine"], event["requests"], event["fallback_lines"]) == (
+        "done", "llm ctranslate2 int8", 1, 0
+    )  # fmt: skip
+    lines = json.loads((tmp_path / "k.json").read_text(encoding="utf-8"))["segments"]
+    assert [line["text"] for line in lines] == [target for _, target in SENTENCE_PAIRS[:4]]
+    assert "converting" in log
+    (folder,) = [p for p in (tmp_path / "converted").iterdir() if not p.name.startswith(".")]
+    assert {"model.bin", "tokenizer.json", "tokenizer_config.json"} <= {p.name for p in folder.iterdir()}
+    # Converted: the next worker loads it as it is, without torch or transformers.
+    event, log = run_local(tmp_path, tiny_chat, SOURCES, "-X", "importtime")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in log.splitlines() if "|" in line}
+    assert event["event"] == "done" and "ctranslate2" in imported and not imported & {"torch", "transformers"}
+
+
+def test_lines_a_local_model_cannot_give_go_to_nllb_after_the_model_is_unloaded(tmp_path, tiny_chat, tiny_nllb):
+    # Two other lines: the tiny model knows only its four, so its answers fail the checks.
+    sources = [source for source, _ in SENTENCE_PAIRS[4:6]]
+    event, log = run_local(tmp_path, tiny_chat, sources, fallback=str(tiny_nllb))
+    assert event["event"] == "done" and (event["fallback_lines"], event["fallback_model"]) == (2, str(tiny_nllb))
+    lines = json.loads((tmp_path / "k.json").read_text(encoding="utf-8"))["segments"]
+    assert [line["text"] for line in lines] == [target for _, target in SENTENCE_PAIRS[4:6]]
+    assert (
+        log.index("loading the fallback translator") > log.index("unloaded the LLM") > log.rindex("could not be used")
+    )

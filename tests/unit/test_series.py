@@ -49,9 +49,12 @@ def test_llm_settings_are_checked_without_showing_the_key(tmp_path):
     assert "[llm] register must be one of auto, haeyo, hapsyo, banmal, not 'polite'" in problems
     assert '[llm] fallback must name an NLLB model, or be "none"' in problems
     assert not any("sk-a" in problem or "pw" in problem for problem in problems)
-    missing = config_file(tmp_path, 'model = "m"')
-    with pytest.raises(ConfigError, match=r"\[llm\] url must name an OpenAI-compatible server"):
-        load_config(missing)
+    named = config_file(tmp_path, 'model = "qwen3:8b"')  # a server's name, but no server
+    with pytest.raises(ConfigError, match=r"\[llm\] model must be a model folder .* when url is not set"):
+        load_config(named)
+    local = load_config(config_file(tmp_path, 'model = "./models/tiny-chat"'))  # run in the worker itself
+    assert local.llm.model == str(tmp_path / "models" / "tiny-chat")
+    assert stage_options(local, "translate")[:6] == ["--model", "llm", "--llm-url", "", "--llm-model", local.llm.model]
 
 
 def test_the_glossary_of_every_folder_down_to_the_video_counts_and_the_nearer_one_wins(tmp_path):
