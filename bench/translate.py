@@ -9,6 +9,15 @@ RSS, and the ratios.
 
     python3 -m bench.translate                  # 16 sentences × 40 new tokens, 3 runs each
     python3 -m bench.translate --small          # tiny shapes: a check of this script
+    python3 -m bench.translate --llm            # the LLM engine: a random-weight Qwen3-1.7B shape
+    python3 -m bench.translate --llm --llm-shape qwen3-0.6b   # or the 0.6B shape; --small: tiny
+
+``--llm`` runs the LLM engine in the worker's own code (``workers/llm_local.py``: converted by
+CTranslate2's converter, int8, its Generator) on windows of subtitle lines as the protocol sends
+them (``workers/llm.py``: the lines before with their Korean as context, the next ones as
+look-ahead), each answer forced to the length a real answer has (random weights would stop at
+random): lines and tokens per second, peak RSS, and the prompt tokens sent per line translated,
+with and without the context and look-ahead.
 """
 
 from __future__ import annotations
@@ -31,6 +40,108 @@ DISTILLED_600M = dict(d_model=1024, encoder_layers=12, decoder_layers=12, encode
                       vocab_size=256206, max_position_embeddings=1024)  # fmt: skip
 SMALL = dict(d_model=64, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
              encoder_ffn_dim=128, decoder_ffn_dim=128, vocab_size=256206, max_position_embeddings=1024)  # fmt: skip
+
+
+QWEN3_1_7B = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=28, num_attention_heads=16,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip
+QWEN3_0_6B = dict(hidden_size=1024, intermediate_size=3072, num_hidden_layers=28, num_attention_heads=16,
+                  num_key_value_heads=8, head_dim=128, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip
+SMALL_LLM = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=16, vocab_size=151936, tie_word_embeddings=True)  # fmt: skip
+LLM_SHAPES = {"qwen3-1.7b": QWEN3_1_7B, "qwen3-0.6b": QWEN3_0_6B, "small": SMALL_LLM}
+
+
+def subtitle_lines(count: int) -> list[tuple[str, float, str]]:
+    """``count`` lines of (Japanese, seconds, the Korean a good answer has), 2.5 s each."""
+    from testkit.tiny_models import SENTENCE_PAIRS
+
+    return [(SENTENCE_PAIRS[i % len(SENTENCE_PAIRS)][0], 2.5, SENTENCE_PAIRS[i % len(SENTENCE_PAIRS)][1])
+            for i in range(count)]  # fmt: skip
+
+
+def build_llm(folder: Path, shape: dict[str, int]) -> Path:
+    """A random-weight Qwen3 of ``shape`` in bfloat16 (1.7B: 3.4 GB, not float32's 6.8), with a
+    byte-level BPE tokenizer trained on the engine's own prompts (CTranslate2's converter pads
+    the vocabulary to the model's 151,936 entries)."""
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    from testkit.tiny_models import build_chat_tokenizer
+    from workers.llm import Line, Request, messages
+
+    if (folder / "config.json").exists():
+        return folder
+    lines = [Line(i, source, 30) for i, (source, _, _) in enumerate(subtitle_lines(24))]
+    texts = [message["content"] for message in messages(Request(tuple(lines[:12])))] + [
+        k for _, _, k in subtitle_lines(12)
+    ]
+    tokenizer = build_chat_tokenizer(folder, texts, vocab_size=2000)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        **shape, max_position_embeddings=8192, bos_token_id=tokenizer.token_to_id("<s>"),
+        eos_token_id=tokenizer.token_to_id("</s>"), pad_token_id=tokenizer.token_to_id("<pad>"),
+    )  # fmt: skip
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        model = Qwen3ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
+    model.save_pretrained(str(folder))
+    return folder
+
+
+def run_llm(model: Path, converted: Path, count: int, window: int, repeat: int) -> dict:
+    """In this process: load as the worker does, then each window's first request as the
+    protocol sends it, the answer forced to a good answer's length."""
+    import json as json_module
+
+    from workers.gpu import Device
+    from workers.llm import Line, Request, reading_budget
+    from workers.llm_local import LocalChat, chat_folder
+
+    started = time.perf_counter()
+    local = LocalChat(chat_folder(str(model), converted, "int8"), Device("cpu"), "int8", 4096)
+    load = time.perf_counter() - started
+    given = subtitle_lines(count)
+    lines = [Line(i, source, reading_budget(seconds)) for i, (source, seconds, _) in enumerate(given)]
+    korean = {i: k for i, (_, _, k) in enumerate(given)}
+
+    def requests(context: int, lookahead: int) -> list[Request]:
+        found = []
+        for start in range(0, count, window):
+            chunk = tuple(lines[start : start + window])
+            before = tuple((line, korean[line.id]) for line in lines[max(0, start - context) : start])
+            found.append(Request(chunk, before, tuple(lines[start + window : start + window + lookahead])))
+        return found
+
+    def answer_tokens(request: Request) -> int:
+        answer = {"lines": [{"id": line.id, "ko": korean[line.id]} for line in request.window], "names": {}}
+        return len(local.tokenizer.encode(json_module.dumps(answer, ensure_ascii=False)).ids)
+
+    sent = requests(8, 3)
+    bare = sum(len(local.prompt(request)) for request in requests(0, 0))
+
+    def once() -> tuple[int, int]:
+        prompt_total = answer_total = 0
+        for request in sent:
+            tokens, length = local.prompt(request), answer_tokens(request)
+            local.generator.generate_batch([tokens], max_length=length, min_length=length, sampling_topk=1,
+                                           include_prompt_in_result=False)  # fmt: skip
+            prompt_total, answer_total = prompt_total + len(tokens), answer_total + length
+        return prompt_total, answer_total
+
+    once()  # warm-up
+    walls = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        prompt_total, answer_total = once()
+        walls.append(time.perf_counter() - started)
+    status = Path("/proc/self/status").read_text().splitlines()
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+    return {"load_s": load, "walls_s": walls, "peak_rss_mb": peak_kb / 1024, "lines": count,
+            "requests": len(sent), "prompt_tokens": prompt_total, "answer_tokens": answer_total,
+            "bare_prompt_tokens": bare}  # fmt: skip
 
 
 def build(folder: Path, shape: dict[str, int]) -> Path:
@@ -131,6 +242,42 @@ def measure(engine: str, arguments: argparse.Namespace) -> dict:
     return dict(json.loads(finished.stdout.strip().splitlines()[-1]))
 
 
+def llm_main(arguments: argparse.Namespace) -> int:
+    shape = "small" if arguments.small else arguments.llm_shape
+    work = arguments.work or Path(tempfile.gettempdir()) / f"autokr-bench-llm-{shape}"
+    model, converted = work / "model", work / "converted"
+    if arguments.child == "llm":
+        print(json.dumps(run_llm(model, converted, arguments.lines, arguments.window, arguments.repeat)))
+        return 0
+    started = time.monotonic()
+    build_llm(model, LLM_SHAPES[shape])
+    print(f"model: random weights, {shape} shape ({time.monotonic() - started:.0f} s to build or find); "
+          f"{arguments.lines} lines, {arguments.window} a request, 8 lines of context and 3 of look-ahead, "
+          f"greedy, int8, CPU, {os.cpu_count()} cores")  # fmt: skip
+    started = time.monotonic()
+    subprocess.run([sys.executable, "-c", "import sys; from workers.llm_local import chat_folder; "
+                    "chat_folder(sys.argv[1], __import__('pathlib').Path(sys.argv[2]), 'int8')", str(model),
+                    str(converted)], check=True, cwd=REPOSITORY)  # fmt: skip
+    print(f"  converted once in {time.monotonic() - started:.0f} s (a person's first run does this)")
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.translate", "--llm", "--child", "llm", "--work", str(work), "--lines",
+         str(arguments.lines), "--window", str(arguments.window), "--repeat", str(arguments.repeat),
+         *(["--small"] if arguments.small else ["--llm-shape", shape])],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, "TQDM_DISABLE": "1"}, check=True, cwd=REPOSITORY,
+    )  # fmt: skip
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    wall = statistics.median(result["walls_s"])
+    walls = ", ".join(f"{value:.1f}" for value in result["walls_s"])
+    print(f"  LLM int8: {result['lines']} lines in {result['requests']} requests, median {wall:.1f} s ({walls}): "
+          f"{result['lines'] / wall:.2f} lines/s, {result['answer_tokens'] / wall:.1f} answer tokens/s, "
+          f"{(result['prompt_tokens'] + result['answer_tokens']) / wall:.0f} tokens/s in all; load "
+          f"{result['load_s']:.1f} s; peak RSS {result['peak_rss_mb']:.0f} MB")  # fmt: skip
+    print(f"  prompt tokens sent a line translated: {result['prompt_tokens'] / result['lines']:.0f} with the "
+          f"context and look-ahead, {result['bare_prompt_tokens'] / result['lines']:.0f} without; "
+          f"{result['answer_tokens'] / result['lines']:.0f} answer tokens a line")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="tiny shapes (a check of this script)")
@@ -139,7 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--work", type=Path, help="folder for the models (kept between runs)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--llm", action="store_true", help="the LLM engine instead of NLLB")
+    parser.add_argument("--llm-shape", choices=sorted(LLM_SHAPES), default="qwen3-1.7b")
+    parser.add_argument("--lines", type=int, default=24, help="--llm: subtitle lines translated")
+    parser.add_argument("--window", type=int, default=12, help="--llm: lines a request")
     arguments = parser.parse_args(argv)
+    if arguments.llm:
+        return llm_main(arguments)
     default_work = Path(tempfile.gettempdir()) / ("autokr-bench-nllb" + ("-small" * arguments.small))
     arguments.work = arguments.work or default_work
     model, converted = arguments.work / "nllb", arguments.work / "converted"

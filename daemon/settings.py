@@ -174,9 +174,11 @@ NO_FALLBACK = "none"
 class LlmSettings:
     url: str = field(default="", metadata={"type": "str"})
     """An OpenAI-compatible chat server's address, such as ``http://127.0.0.1:11434/v1``
-    (Ollama), ``http://127.0.0.1:8080/v1`` (llama.cpp's llama-server) or a cloud endpoint."""
+    (Ollama), ``http://127.0.0.1:8080/v1`` (llama.cpp's llama-server) or a cloud endpoint;
+    empty: ``model`` runs in AutoKR's own translate worker (CTranslate2's Generator)."""
     model: str = field(default="", metadata={"type": "str"})
-    """The server's name for the model (``hf.co/tencent/HY-MT1.5-7B-GGUF``, ``qwen3:8b``, ...)."""
+    """The server's name for the model (``qwen3:8b``, ...), or without ``url`` a chat-model
+    folder (Hugging Face or CTranslate2)."""
     api_key: str = field(default="", repr=False, metadata={"type": "str", "secret": True})
     """The server's key, when it wants one; or ``api_key_file``."""
     api_key_file: str = field(default="", metadata={"type": "str"})
