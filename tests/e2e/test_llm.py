@@ -16,6 +16,7 @@ from testkit.chat_server import ChatFake
 from testkit.daemon import Daemon, autokr, drop, status, stopping, wait_finished, write_config
 from testkit.media import make_video
 from testkit.tiny_models import build_tiny_chat_for
+from workers.cues import Cue, over_reading_speed
 from workers.llm import japanese_left
 
 pytestmark = pytest.mark.slow
@@ -114,7 +115,9 @@ def clip_and_chat(tmp_path_factory: pytest.TempPathFactory, tiny_whisper: Path) 
     return clip, build_tiny_chat_for(work / "chat", [window]), len(segments)
 
 
-def test_a_chat_model_in_the_worker_itself_gives_one_korean_cue_a_segment(place, tiny_whisper, clip_and_chat):
+def test_a_chat_model_in_the_worker_itself_gives_one_korean_cue_a_segment(
+    place, tiny_whisper, tiny_nllb, clip_and_chat, ledger
+):
     clip, chat, count = clip_and_chat
     llm = {"model": str(chat), "fallback": "none"}
     config = write_config(
@@ -129,3 +132,19 @@ def test_a_chat_model_in_the_worker_itself_gives_one_korean_cue_a_segment(place,
     assert [cue.plaintext for cue in cues] == ["안녕하세요."] * count  # one a segment: none lost, merged or blank
     models = status(config)[0]["models"]
     assert models["translate_engine"] == "llm ctranslate2 int8" and "translate_fallback_lines" not in models
+    ledger.finished(status(config)[0], "Show - 01.mkv")
+    # The share of cues a viewer cannot finish (over 12 characters a second), this engine and NLLB.
+    nllb_srt = place["root"] / "nllb.ko.srt"
+    config_nllb = write_config(
+        place["root"] / "nllb.toml", place["inbox"], place["root"] / "s2", tiny_whisper, tiny_nllb
+    )
+    autokr(config_nllb, "once", str(video), "-o", str(nllb_srt))
+    shares = {}
+    for engine, path in (("LLM", video.with_name("Show - 01.ko.srt")), ("NLLB", nllb_srt)):
+        laid_out = [
+            Cue(c.start / 1000, c.end / 1000, c.text.split("\\N")) for c in pysubs2.load(str(path), encoding="utf-8")
+        ]
+        shares[engine] = over_reading_speed(laid_out)
+    ledger.report(
+        f"cues over 12 characters a second (tiny models, one clip): LLM {shares['LLM']:.0%}, NLLB {shares['NLLB']:.0%}"
+    )
