@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from testkit.servers import serve_loopback
 from testkit.tiny_models import SENTENCE_PAIRS
 
 PHRASES = dict(SENTENCE_PAIRS) | {"こんにちは": "안녕하세요"}
@@ -107,10 +108,8 @@ class ChatFake:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = serve_loopback(Handler)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:

@@ -39,6 +39,14 @@ class Request:
     """The request target exactly as sent (percent-escapes kept)."""
 
 
+def serve_loopback(handler: type[BaseHTTPRequestHandler], port: int = 0) -> ThreadingHTTPServer:
+    """``handler`` serving on 127.0.0.1 (``port`` 0: any free one) from a thread of its own."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @dataclass
 class FakeServer:
     kind: str
@@ -102,9 +110,8 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = _answer  # noqa: N815 - the stdlib's names
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = serve_loopback(Handler, port)
         self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:

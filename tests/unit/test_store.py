@@ -274,23 +274,30 @@ def test_a_subtitle_whose_name_is_not_utf8_is_remembered_with_its_bytes(store):
     assert [os.fsencode(path) for path in job.facts.subtitles] == ["/inbox/猫の話.ko.srt".encode("shift_jis")]
 
 
-def test_migration_4_adds_the_outbox_to_a_schema_3_database_and_keeps_its_jobs(tmp_path):
+def database_of_schema(path: Path, schema: int, video: str) -> None:
+    """A database as the release with ``schema`` left it, with one done job for ``video``."""
     import sqlite_utils
 
     from daemon.migrations import MIGRATIONS
 
-    path = tmp_path / "autokr.sqlite3"
-    db = sqlite_utils.Database(path)  # the database as release 3 (issue 12) left it
+    db = sqlite_utils.Database(path)
     db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-    for version in (1, 2, 3):
+    for version in range(1, schema + 1):
         MIGRATIONS[version](db)
         db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
     db.execute(
         "INSERT INTO jobs (path, path_key, size, mtime_ns, state, stage, facts) "
-        "VALUES ('/inbox/a.mkv', CAST('/inbox/a.mkv' AS BLOB), 1, 1, 'done', 'subtitle', '{}')"
+        "VALUES (?, CAST(? AS BLOB), 1, 1, 'done', 'subtitle', '{}')",
+        (video, video),
     )
     db.conn.commit()
     db.conn.close()
+
+
+def test_migration_4_adds_the_outbox_to_a_schema_3_database_and_keeps_its_jobs(tmp_path):
+
+    path = tmp_path / "autokr.sqlite3"
+    database_of_schema(path, 3, "/inbox/a.mkv")  # as release 3 (issue 12) left it
     with Store(path) as store:
         assert [(job.path, job.state) for job in store.jobs()] == [("/inbox/a.mkv", JobState.DONE)]
         assert "outbox" in store.db.table_names()
@@ -298,23 +305,11 @@ def test_migration_4_adds_the_outbox_to_a_schema_3_database_and_keeps_its_jobs(t
 
 
 def test_migration_5_adds_the_series_memory_to_a_schema_4_database_and_keeps_its_jobs(tmp_path):
-    import sqlite_utils
 
-    from daemon.migrations import MIGRATIONS
     from daemon.series import SeriesMemory
 
     path = tmp_path / "autokr.sqlite3"
-    db = sqlite_utils.Database(path)  # the database as release 09e5430 (schema 4) left it
-    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at REAL)")
-    for version in (1, 2, 3, 4):
-        MIGRATIONS[version](db)
-        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
-    db.execute(
-        "INSERT INTO jobs (path, path_key, size, mtime_ns, state, stage, facts) "
-        "VALUES ('/inbox/Show/a.mkv', CAST('/inbox/Show/a.mkv' AS BLOB), 1, 1, 'done', 'subtitle', '{}')"
-    )
-    db.conn.commit()
-    db.conn.close()
+    database_of_schema(path, 4, "/inbox/Show/a.mkv")  # as release 09e5430 (schema 4) left it
     with Store(path) as store:
         assert [(job.path, job.state) for job in store.jobs()] == [("/inbox/Show/a.mkv", JobState.DONE)]
         assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 5
