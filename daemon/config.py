@@ -252,6 +252,8 @@ def _validate_server(settings: Any, section: str, key: str, problems: list[str])
 
 def _validate_llm(config: Config, problems: list[str]) -> None:
     llm = config.llm
+    if config.models.translator == "auto" and llm.model and not llm.url and not is_path(llm.model):
+        problems.append('[llm] model must be a model folder for translator = "auto" to choose it by the card')
     if config.models.translator != LLM:
         return
     if not llm.model.strip():

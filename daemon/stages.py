@@ -96,12 +96,14 @@ def stage_options(config: Config, stage: str, device: str | None = None) -> list
             "--batch-size", str(models.translate_batch_size), "--model-dir", str(config.model_dir / "huggingface"),
             *engine,
         ]  # fmt: skip
-        if models.translator != LLM:
-            return ["--model", models.translator, *common]
         llm = config.llm
+        # "auto" with an LLM folder set up: the worker picks it where it fits on the card.
+        with_llm = models.translator == LLM or (models.translator == "auto" and llm.model and not llm.url)
+        if not with_llm:
+            return ["--model", models.translator, *common]
         return [
-            "--model", LLM, "--llm-url", llm.url, "--llm-model", llm.model, "--llm-fallback", llm.fallback,
-            "--llm-register", llm.register, "--llm-window", str(llm.window_lines),
+            "--model", models.translator, "--llm-url", llm.url, "--llm-model", llm.model,
+            "--llm-fallback", llm.fallback, "--llm-register", llm.register, "--llm-window", str(llm.window_lines),
             "--llm-context", str(llm.context_lines), "--llm-lookahead", str(llm.lookahead_lines),
             "--llm-timeout", str(llm.timeout_seconds), "--llm-max-tokens", str(llm.max_tokens), *common,
         ]  # fmt: skip

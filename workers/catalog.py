@@ -3,6 +3,8 @@ memory: plain data and one function, shared by both engines (imports nothing hea
 
 from __future__ import annotations
 
+from pathlib import Path
+
 GB = 1000**3
 # (free GPU memory at stage start, model) from the design card: the first that fits wins.
 WHISPER_BY_FREE_MEMORY = ((12 * GB, "large-v3"), (8 * GB, "medium"), (0, "small"))
@@ -94,6 +96,19 @@ def ct2_translator_choice(model: str, compute: str, free: int | None) -> tuple[s
     if model == "auto":
         return table_model, (table_compute if compute == "auto" else compute)
     return model, ct2_compute(model, compute, free)
+
+
+LLM_HEADROOM = int(1.5 * GB)
+"""Beside an LLM's weights on the card: a 4k context's cache and CUDA's own memory."""
+
+
+def llm_fits(folder: Path, free: int | None) -> tuple[bool, int]:
+    """Whether the chat model in ``folder`` fits in ``free`` GPU bytes, and what it needs: its
+    weights as stored (16-bit in a Hugging Face folder, as converted in a CTranslate2 one) and
+    ``LLM_HEADROOM``. Never on a CPU (``free`` None): there NLLB is the engine."""
+    weights = sum(path.stat().st_size for pattern in ("*.safetensors", "*.bin") for path in folder.glob(pattern))
+    need = weights + LLM_HEADROOM
+    return free is not None and weights > 0 and free >= need, need
 
 
 def ct2_step_down(

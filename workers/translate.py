@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     items = items_from_arguments(parser, arguments)
 
     source_code, target_code = nllb_code(arguments.source), nllb_code(arguments.target)
-    if arguments.model == LLM:
+    if arguments.model == LLM or (arguments.model == "auto" and _llm_chosen(arguments)):
         return translate_with_llm(arguments, items, source_code, target_code)
     load = _translator_on_ctranslate2 if arguments.engine == "ctranslate2" else _translator_on_torch
     try:
@@ -228,6 +228,22 @@ def main(argv: list[str] | None = None) -> int:
         return {**facts, "segments": len(segments)}
 
     return run_worker(items, translate)
+
+
+def _llm_chosen(arguments: argparse.Namespace) -> bool:
+    """``auto`` with an LLM folder set up: the LLM where it fits on the card after Whisper's
+    worker has exited (this worker runs alone on it), else NLLB (a CPU, a small card)."""
+    if not arguments.llm_model or arguments.llm_url:
+        return False
+    from workers import catalog, ct2
+
+    device = ct2.device(arguments.device)
+    free = free_gpu_memory(device)
+    fits, need = catalog.llm_fits(Path(arguments.llm_model), free)
+    where = "a CPU" if free is None else f"{free / catalog.GB:.1f} GB free on GPU {device.index}"
+    choice = "the LLM" if fits else "NLLB"
+    log(f"auto translator: {choice} ({Path(arguments.llm_model).name} needs {need / catalog.GB:.1f} GB; {where})")
+    return fits
 
 
 def translate_with_llm(

@@ -122,3 +122,21 @@ def test_a_done_event_carries_the_names_and_the_fallback_count_and_is_checked():
     for bad in ({"terms": [["田中"]]}, {"terms": "田中"}, {"fallback_lines": "3"}):
         with pytest.raises(ValueError):
             decode_event(encode_event("done", "1", **bad))
+
+
+def test_auto_takes_an_llm_folder_only_where_it_fits_on_the_card(tmp_path):
+    from workers.catalog import GB, LLM_HEADROOM, llm_fits
+
+    folder = tmp_path / "Qwen3-4B"
+    folder.mkdir()
+    with open(folder / "model.safetensors", "wb") as weights:
+        weights.truncate(2 * GB)  # sparse: the size counts, not the bytes
+    assert llm_fits(folder, None) == (False, 2 * GB + LLM_HEADROOM)  # a CPU: NLLB
+    assert llm_fits(folder, 3 * GB)[0] is False and llm_fits(folder, 4 * GB)[0] is True
+    config = load_config(config_file(tmp_path, f'model = "{folder}"', models='translator = "auto"'))
+    options = stage_options(config, "translate")
+    assert options[:6] == ["--model", "auto", "--llm-url", "", "--llm-model", str(folder)]
+    plain = load_config(config_file(tmp_path, "", models='translator = "auto"'))
+    assert stage_options(plain, "translate")[:2] == ["--model", "auto"] and "--llm-url" not in stage_options(
+        plain, "translate"
+    )
