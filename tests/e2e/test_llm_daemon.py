@@ -13,7 +13,7 @@ import pysubs2
 import pytest
 
 from testkit.chat_server import ChatFake
-from testkit.daemon import Daemon, autokr, drop, status, stopping, wait_finished, write_config
+from testkit.daemon import Daemon, autokr, drop, rss_kb, status, stopping, wait_finished, write_config
 from testkit.media import make_video
 from testkit.tiny_models import build_tiny_chat_for
 from workers.cues import Cue, over_reading_speed
@@ -148,3 +148,32 @@ def test_a_chat_model_in_the_worker_itself_gives_one_korean_cue_a_segment(
     ledger.report(
         f"cues over 12 characters a second (tiny models, one clip): LLM {shares['LLM']:.0%}, NLLB {shares['NLLB']:.0%}"
     )
+
+
+@pytest.mark.parametrize(("mode", "reason"), [
+    ("huge", "the LLM gave no usable Korean for"),
+    ("hang", "did not answer (no whole answer within 1 s)"),
+])  # fmt: skip
+def test_a_hostile_server_fails_the_video_in_one_sentence_and_the_daemon_stays_small(
+    place, tiny_whisper, tmp_path, mode, reason, ledger
+):
+    server = ChatFake(mode=mode, hang_seconds=5).start()
+    try:
+        llm = {"url": server.url, "model": server.model, "fallback": "none", "timeout_seconds": 1}
+        config = write_config(
+            place["root"] / "autokr.toml", place["inbox"], place["root"] / "state", tiny_whisper, Path("llm"),
+            sections={"llm": llm}, max_attempts=1,
+        )  # fmt: skip
+        daemon = Daemon(config, place["root"] / "daemon.log").start()
+        with stopping(daemon):
+            before = rss_kb(daemon.pid)
+            video = drop(make_video(tmp_path / "clip.mkv", seconds=3), place["inbox"] / "Show", "Show - 01.mkv")
+            job = wait_finished(daemon, "Show - 01.mkv", states=("failed",))
+            after = rss_kb(daemon.pid)
+            assert daemon.running()
+    finally:
+        server.stop()
+    ledger.fault()
+    assert reason in job["error"] and "\n" not in job["error"] and "Traceback" not in job["error"]
+    assert not video.with_name("Show - 01.ko.srt").exists()
+    assert after - before < 8 * 1024, f"the daemon grew from {before} to {after} kB"  # 50 MB answers never reach it
