@@ -9,7 +9,10 @@ be downloaded where this runs). Prints:
 2. transcription, batched against sequential: the same chunks decoded all at once with
    ``model.decode`` and one after another, for a fixed number of decoding steps (the end
    token is suppressed, so random weights cannot make one side stop early), and peak memory;
-3. translation throughput by batch size, greedy and beam 4, for a fixed number of new tokens.
+3. translation throughput by batch size, greedy and beam 4, for a fixed number of new tokens;
+4. the LLM engine (a random-weight Qwen3-1.7B shape, converted by CTranslate2 as a person's
+   first run does): the translate worker's GPU memory before, at its peak and after it exits
+   (float16, int8_float16), and lines and tokens a second on the card.
 
     python3 -m bench.gpu --device cuda            # bench/gpu.sh runs this on a GPU machine
     python3 -m bench.gpu --device cpu --small     # the same code on tiny shapes, for a check
@@ -151,6 +154,20 @@ def workers_memory(folder: Path, whisper_path: Path, nllb: Path, device: str) ->
         "translate ct2 float16": [*translate, "--compute-type", "float16"],
         "translate ct2 int8_float16": [*translate, "--compute-type", "int8_float16"],
     }  # fmt: skip
+    if (folder / "llm" / "config.json").exists():
+        # The LLM engine in the translate worker: random weights answer nothing usable, so each
+        # window is asked again and halved down to single lines (fallback none: the video then
+        # fails, as the protocol says); what matters here is the card's memory around the stage.
+        four = folder / "t4.json"
+        document = json.loads(transcript.read_text(encoding="utf-8")) if transcript.exists() else {"segments": []}
+        segments = (document.get("segments") or [{"start": 0.0, "end": 2.0, "text": "こんにちは。"}])[:4]
+        four.write_text(json.dumps({"language": "ja", "segments": segments}, ensure_ascii=False), encoding="utf-8")
+        llm = [python, "-m", "workers.translate", str(four), str(folder / "k4.json"), "--model", "llm",
+               "--llm-model", str(folder / "llm"), "--llm-window", "4", "--llm-fallback", "none", "--device", device,
+               "--converted-dir", converted]  # fmt: skip
+        runs["translate llm float16 (converting)"] = [*llm, "--compute-type", "float16"]
+        runs["translate llm float16"] = [*llm, "--compute-type", "float16"]
+        runs["translate llm int8_float16"] = [*llm, "--compute-type", "int8_float16"]
     print("worker processes (GPU memory used on the card, all processes):")
     for stage, command in runs.items():
         before = memory.used()
@@ -180,6 +197,20 @@ def reset_peak(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
+
+
+def llm_throughput(folder: Path, device: str) -> None:
+    """The LLM engine's speed on the card: 24 subtitle lines in windows of 12 with context and
+    look-ahead, answers forced to a good answer's length (bench/translate.py's measurement)."""
+    from bench.translate import run_llm
+
+    for compute in ("float16", "int8_float16") if device.startswith("cuda") else ("int8",):
+        result = run_llm(folder / "llm", folder / "converted", 24, 12, 3, device, compute)
+        wall = sorted(result["walls_s"])[len(result["walls_s"]) // 2]
+        print(f"  LLM {compute:<13} {result['lines']} lines in {result['requests']} requests: median {wall:.2f} s, "
+              f"{result['lines'] / wall:.1f} lines/s, {result['answer_tokens'] / wall:.0f} answer tokens/s, "
+              f"{(result['prompt_tokens'] + result['answer_tokens']) / wall:.0f} tokens/s in all; "
+              f"load {result['load_s']:.1f} s")  # fmt: skip
 
 
 def transcription(whisper_path: Path, device: str, steps: int, batches: list[int]) -> None:
@@ -268,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (work / "whisper-hf").exists():
         build_tiny_whisper_hf(work / "whisper-hf", None if arguments.small else LARGE_V3_HF)
+    from bench.translate import LLM_SHAPES, build_llm
+
+    build_llm(work / "llm", LLM_SHAPES["small" if arguments.small else "qwen3-1.7b"])
     print(f"random-weight checkpoints built in {time.monotonic() - started:.0f} s: "
           f"{'tiny shapes' if arguments.small else 'large-v3 and nllb-200-1.3B shapes'}")  # fmt: skip
     if arguments.device.startswith("cuda"):
@@ -283,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
     batches = [1, 4, 8, 16]
     transcription(whisper_path, arguments.device, arguments.steps, batches)
     translation(nllb, arguments.device, 32, [1, 8, 32])
+    print(f"LLM translation engine (random-weight {'tiny' if arguments.small else 'Qwen3-1.7B'} shape), "
+          f"{arguments.device}:")  # fmt: skip
+    llm_throughput(work, arguments.device)
     return 0
 
 

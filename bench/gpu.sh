@@ -2,7 +2,9 @@
 # GPU figures for the README (bench/gpu.py): random-weight large-v3 and nllb-200-1.3B shapes,
 # batched against sequential transcription, translation by batch size, GPU memory per worker
 # (both engines: CTranslate2 large-v3 float16/int8_float16, NLLB-1.3B float16/int8_float16)
-# and after each worker exits. Not yet run with the CTranslate2 rows: plan for 10 minutes.
+# and after each worker exits, and the LLM engine on a random Qwen3-1.7B shape (memory around the
+# translate worker, lines and tokens a second). Not yet run with the CTranslate2 and LLM rows:
+# plan for 10-12 minutes.
 #
 #   bench/gpu.sh --prepare     here, with internet: puts the wheels the GPU machine lacks
 #                              (openai-whisper is an sdist on PyPI) into .whl/

@@ -91,9 +91,11 @@ def build_llm(folder: Path, shape: dict[str, int]) -> Path:
     return folder
 
 
-def run_llm(model: Path, converted: Path, count: int, window: int, repeat: int) -> dict:
+def run_llm(
+    model: Path, converted: Path, count: int, window: int, repeat: int, device: str = "cpu", compute: str = "int8"
+) -> dict:
     """In this process: load as the worker does, then each window's first request as the
-    protocol sends it, the answer forced to a good answer's length."""
+    protocol sends it, the answer forced to a good answer's length (bench/gpu.py runs it on CUDA)."""
     import json as json_module
 
     from workers.gpu import Device
@@ -101,7 +103,8 @@ def run_llm(model: Path, converted: Path, count: int, window: int, repeat: int) 
     from workers.llm_local import LocalChat, chat_folder
 
     started = time.perf_counter()
-    local = LocalChat(chat_folder(str(model), converted, "int8"), Device("cpu"), "int8", 4096)
+    kind, _, index = device.partition(":")
+    local = LocalChat(chat_folder(str(model), converted, compute), Device(kind, int(index or 0)), compute, 4096)
     load = time.perf_counter() - started
     given = subtitle_lines(count)
     lines = [Line(i, source, reading_budget(seconds)) for i, (source, seconds, _) in enumerate(given)]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,13 +43,18 @@ def _inside(path: Path, folders: tuple[Path, ...]) -> bool:
     return any(resolved.is_relative_to(os.path.realpath(folder)) for folder in folders)
 
 
+def nearest_inbox(path: Path, inboxes: Sequence[Path]) -> Path | None:
+    """The inbox that holds ``path`` most closely (inboxes may nest), or None: the one rule
+    for which inbox a video belongs to (hidden folders, glossaries, series)."""
+    holding = [inbox for inbox in inboxes if path.is_relative_to(inbox)]
+    return max(holding, key=lambda inbox: len(inbox.parts)) if holding else None
+
+
 def _parts_inside_inbox(path: Path, inboxes: tuple[Path, ...]) -> tuple[str, ...]:
     """The path below its nearest inbox: an inbox may itself lie in a hidden folder
     (~/.local/..., or a hidden folder of another inbox)."""
-    holding = [inbox for inbox in inboxes if path.is_relative_to(inbox)]
-    if not holding:
-        return path.parts
-    return path.relative_to(max(holding, key=lambda inbox: len(inbox.parts))).parts
+    inbox = nearest_inbox(path, inboxes)
+    return path.parts if inbox is None else path.relative_to(inbox).parts
 
 
 def accept(path: Path, inboxes: tuple[Path, ...], extensions: tuple[str, ...], follow_symlinks: bool) -> bool:

@@ -2,8 +2,8 @@
 
 - **The glossary** a person writes: ``autokr-glossary.txt`` in an inbox or any folder below it,
   one ``Japanese = Korean`` pair a line (``#`` starts a comment). A video gets the pairs of every
-  such file from its inbox down to its own folder; the nearer file wins a name both list. The
-  translation is checked to use them.
+  such file from its inbox (the nearest one, when inboxes nest, as intake says) down to its own
+  folder; the nearer file wins a name both list. The translation is checked to use them.
 - **The series memory**: the names and recurring terms the model gave for a series' first
   episodes, kept in the database (schema migration 5) and given to every later episode of the
   same series, so 田中 is 다나카 in episode 12 as in episode 1. A series is the first folder below
@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contract.manifest import Term, TranslateOrder
+from daemon.discovery import nearest_inbox
 from daemon.store import Store, path_key, readable_path
 
 GLOSSARY_NAME = "autokr-glossary.txt"
@@ -29,25 +30,22 @@ SEPARATORS = ("=", "\t", "→")
 
 def series_folder(video: Path, inboxes: Sequence[Path]) -> Path | None:
     """The series ``video`` belongs to (see the module's docstring), or None."""
-    for inbox in sorted(inboxes, key=lambda folder: len(folder.parts), reverse=True):
-        try:
-            inside = video.relative_to(inbox)
-        except ValueError:
-            continue
-        return inbox / inside.parts[0] if len(inside.parts) > 1 else None
-    return None
+    inbox = nearest_inbox(video, inboxes)
+    if inbox is None:
+        return None
+    inside = video.relative_to(inbox).parts
+    return inbox / inside[0] if len(inside) > 1 else None
 
 
 def read_glossary(video: Path, inboxes: Sequence[Path], warn: Callable[[str], None]) -> tuple[Term, ...]:
     """The glossary pairs for ``video``, the nearest file's winning; an odd line is skipped
     with a warning that names the file and line, and never stops anything."""
-    inbox = next((folder for folder in inboxes if video.is_relative_to(folder)), None)
+    inbox = nearest_inbox(video, inboxes)
     if inbox is None:
         return ()
-    folders = [inbox, *(inbox / Path(*video.parent.relative_to(inbox).parts[:depth])
-                        for depth in range(1, len(video.parent.relative_to(inbox).parts) + 1))]  # fmt: skip
+    folders = [video.parent, *video.parent.parents[: len(video.parent.parts) - len(inbox.parts)]]
     pairs: dict[str, str] = {}
-    for folder in folders:
+    for folder in reversed(folders):  # from the inbox down: the nearer file is read last and wins
         pairs.update(_read_file(folder / GLOSSARY_NAME, warn))
     return tuple(pairs.items())
 

@@ -22,10 +22,10 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from testkit.servers import serve_loopback
+from testkit.servers import Loopback
 from testkit.tiny_models import SENTENCE_PAIRS
 
 PHRASES = dict(SENTENCE_PAIRS) | {"こんにちは": "안녕하세요"}
@@ -35,7 +35,7 @@ NAMES = {"田中": "다나카", "こんにちは": "안녕"}
 
 
 @dataclass
-class ChatFake:
+class ChatFake(Loopback):
     model: str = "tiny-chat"
     key: str = ""
     mode: str = "good"
@@ -49,8 +49,6 @@ class ChatFake:
     headers: list[dict[str, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._server: ThreadingHTTPServer | None = None
-        self.port = 0
         self._lock = threading.Lock()
 
     @property
@@ -108,14 +106,8 @@ class ChatFake:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self._server = serve_loopback(Handler)
-        self.port = self._server.server_address[1]
+        self._serve(Handler)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
     # --- what the fake model says -----------------------------------------------------------
 

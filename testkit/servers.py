@@ -47,8 +47,25 @@ def serve_loopback(handler: type[BaseHTTPRequestHandler], port: int = 0) -> Thre
     return server
 
 
+class Loopback:
+    """What the loopback fakes share: one server on 127.0.0.1 in a thread of its own, and its stop."""
+
+    _server: ThreadingHTTPServer | None = None
+    port = 0
+
+    def _serve(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self._server = serve_loopback(handler, port)
+        self.port = self._server.server_address[1]
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
 @dataclass
-class FakeServer:
+class FakeServer(Loopback):
     kind: str
     """``jellyfin``, ``plex`` or ``hook``."""
     key: str = "secret-key"
@@ -62,10 +79,6 @@ class FakeServer:
     """Answer every request with ``302 Location: <this>``."""
     raw: tuple[int, str, bytes] | None = None
     """Answer every request with (status, content type, body)."""
-
-    def __post_init__(self) -> None:
-        self._server: ThreadingHTTPServer | None = None
-        self.port = 0
 
     @property
     def url(self) -> str:
@@ -110,15 +123,8 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = _answer  # noqa: N815 - the stdlib's names
 
-        self._server = serve_loopback(Handler, port)
-        self.port = self._server.server_address[1]
+        self._serve(Handler, port)
         return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
 
     def respond(self, request: Request) -> tuple[int, Any]:
         if self.fail_with is not None:

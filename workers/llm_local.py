@@ -4,7 +4,7 @@
 A Hugging Face folder is converted once (``workers/ct2.convert_once``: a lock, a hidden
 temporary folder, a rename), with its ``tokenizer.json`` and ``tokenizer_config.json``; a
 CTranslate2 folder that has them is used as it is. CTranslate2's converter takes, among others,
-Llama, Mistral, Qwen2 (Qwen2.5, HY-MT1.5's architecture is its own: read docs/llm.md), Gemma and
+Llama, Mistral, Qwen2 (Qwen2.5; HY-MT1.5's HunYuan architecture is not: docs/llm.md), Gemma and
 Gemma 3 (``register_loader`` in ``ctranslate2/converters/transformers.py``). The prompt is the
 model's own chat template (Jinja, from ``tokenizer_config.json``), tokenized with the
 ``tokenizers`` library; decoding is greedy. The process imports no torch once converted.

@@ -34,6 +34,11 @@ MAX_ANSWER_BYTES = 1024 * 1024
 LONGEST_WAIT = 60.0
 TRIES = 4
 PAUSE = 2.0
+FORMATS = ("json_schema", "json_object")
+"""How the answer's JSON schema is sent, in the order tried: OpenAI's ``json_schema`` (vLLM,
+Ollama, llama.cpp's ``llama-server``, cloud APIs), then ``json_object`` with a ``schema``
+(llama-cpp-python's server, which answers the first with HTTP 500; ``llama-server`` takes both),
+then none: the JSON is asked for in words only, and checked as always."""
 
 
 class ServerFailed(TransientError):
@@ -63,7 +68,8 @@ class ChatServer:
         self.scheme, self.netloc, self.prefix = parts.scheme, parts.netloc, parts.path
         self.model, self.key, self.timeout, self.max_tokens = model, key, timeout, max_tokens
         self.log, self.sleep = log, sleep
-        self.schema = True  # until the server refuses one
+        self.format: str | None = FORMATS[0]
+        """How the answer's schema is sent now: stepped down when the server refuses a form."""
         self.ollama: str | None = None
 
     # --- the one HTTP call -------------------------------------------------------------------
@@ -96,6 +102,10 @@ class ChatServer:
             raise late
         return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, content)
 
+    def get(self, path: str) -> Answer:
+        """``GET`` of ``path`` below the server's URL (``/models``), bounded like every call."""
+        return self._call("GET", f"{self.prefix}{path}")
+
     def _failed(self, what: str) -> ServerFailed:
         return ServerFailed(f"the LLM server at {self.url} {what}; AutoKR tries the video again later")
 
@@ -113,12 +123,13 @@ class ChatServer:
             "model": self.model, "messages": messages(request), "temperature": 0,
             "max_tokens": min(self.max_tokens, budget), "stream": False,
         }  # fmt: skip
-        for attempt in range(1, TRIES + 1):
-            if self.schema:
-                schema = {"name": "subtitle_lines", "schema": answer_schema(request), "strict": True}
-                body["response_format"] = {"type": "json_schema", "json_schema": schema}
-            else:
+        attempt = 0
+        while attempt < TRIES:
+            attempt += 1
+            if self.format is None:
                 body.pop("response_format", None)
+            else:
+                body["response_format"] = _response_format(self.format, request)
             try:
                 answer = self._call("POST", f"{self.prefix}/chat/completions", body)
             except OSError as error:
@@ -129,9 +140,12 @@ class ChatServer:
                 continue
             if answer.status == 200:
                 return _reply(answer.body)
-            if answer.status == 400 and self.schema and b"response_format" in answer.body + b"schema":
-                self.schema = False
-                self.log("the LLM server takes no JSON schema: asking for the JSON in words only")
+            if self.format is not None and answer.status in (400, 422, 500) and _names_the_format(answer.body):
+                following = FORMATS[FORMATS.index(self.format) + 1 :]
+                self.format = following[0] if following else None
+                how = f"the schema as {self.format!r}" if self.format else "the JSON in words only"
+                self.log(f"the LLM server refused the answer's schema (HTTP {answer.status}): asking with {how}")
+                attempt -= 1  # a refused form is not a failed try
                 continue
             if answer.status in (401, 403):
                 raise self._failed(f"refused the key (HTTP {answer.status}); check [llm] api_key or api_key_file")
@@ -171,6 +185,18 @@ class ChatServer:
             self.log(f"Ollama was not told to unload {self.model} ({error})")
             return False
         return answer.status == 200
+
+
+def _response_format(form: str, request: Request) -> dict[str, object]:
+    schema = answer_schema(request)
+    if form == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": "subtitle_lines", "schema": schema, "strict": True}}
+    return {"type": "json_object", "schema": schema}
+
+
+def _names_the_format(body: bytes) -> bool:
+    """Whether a refusal is about ``response_format`` (the servers say so in their error text)."""
+    return b"response_format" in body or b"json_schema" in body
 
 
 def _shut(connection: http.client.HTTPConnection, expired: threading.Event) -> None:
@@ -226,7 +252,7 @@ def probe(server: ChatServer) -> dict[str, object]:
     """What ``autokr doctor`` says of the server: Ollama or not, its models, or why not."""
     found: dict[str, object] = {"url": server.url, "ollama": server.find_ollama(), "models": None, "problem": None}
     try:
-        answer = server._call("GET", f"{server.prefix}/models")
+        answer = server.get("/models")
     except OSError as error:
         found["problem"] = f"it does not answer ({error})"
         return found

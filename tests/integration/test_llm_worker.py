@@ -5,6 +5,7 @@ with one sentence; never Japanese left, a blank line or two lines merged."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from testkit.chat_server import PHRASES, ChatFake
+from testkit.require import skip_or_fail
 from testkit.tiny_models import SENTENCE_PAIRS
 from workers.llm import japanese_left
 
@@ -99,14 +101,23 @@ def test_without_a_fallback_such_a_video_fails_with_one_sentence_and_writes_noth
     assert "\n" not in event["reason"] and not (tmp_path / "k.json").exists()
 
 
-def test_429_is_waited_out_as_retry_after_says_and_no_schema_support_is_worked_around(tmp_path, server):
+def test_429_is_waited_out_as_retry_after_says_and_a_refused_schema_form_is_stepped_down(tmp_path, server):
     server.script = ["429", "no_schema"]
     started = time.monotonic()
     event = translate(tmp_path, server)
     assert event["event"] == "done" and all_korean(event["lines"])
     assert time.monotonic() - started >= 1.0  # Retry-After: 1
-    assert "response_format" in server.requests[1] and "response_format" not in server.requests[2]
-    assert "takes no JSON schema" in event["log"]
+    forms = [request.get("response_format", {}).get("type") for request in server.requests]
+    assert forms == ["json_schema", "json_schema", "json_object"]
+    assert "refused the answer's schema (HTTP 400): asking with the schema as 'json_object'" in event["log"]
+    # A server that takes neither form is asked for the JSON in words; the refusals are no failed tries.
+    server.requests.clear()
+    server.script = ["no_schema", "no_schema", "500", "500"]
+    event = translate(tmp_path, server)
+    assert event["event"] == "done" and all_korean(event["lines"])
+    forms = [request.get("response_format", {}).get("type") for request in server.requests]
+    assert forms == ["json_schema", "json_object", None, None, None]
+    assert "asking with the JSON in words only" in event["log"]
 
 
 @pytest.mark.parametrize(
@@ -148,6 +159,40 @@ def test_ollama_is_told_to_unload_the_model_when_the_stage_ends(tmp_path):
         assert "Ollama unloaded tiny-chat" in event["log"]
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def llama_server(tiny_chat, tmp_path_factory):
+    """llama.cpp's server (llama-cpp-python's, built from source by ./setup.sh --dev) serving
+    the tiny chat model written as a GGUF file: a real server, not a fake."""
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("gguf") is None:
+        skip_or_fail("llama-cpp-python[server] and gguf are not installed (./setup.sh --dev installs them)")
+    from testkit.gguf_model import LlamaServer, write_gguf
+
+    server = LlamaServer(write_gguf(tiny_chat, tmp_path_factory.mktemp("gguf") / "tiny-chat.gguf")).start()
+    yield server
+    server.stop()
+
+
+def test_a_real_llama_cpp_server_gives_each_line_its_korean_and_takes_the_schema_in_its_own_form(
+    tmp_path, llama_server
+):
+    event = translate(tmp_path, llama_server, "--llm-timeout", "60")
+    assert (event["event"], event["engine"]) == ("done", "llm (OpenAI-compatible server)"), event["log"][-2000:]
+    assert [line["text"] for line in event["lines"]] == [target for _, target in SENTENCE_PAIRS[:4]]
+    assert (event["fallback_lines"], event["requests"]) == (0, 1)
+    # llama-cpp-python answers OpenAI's json_schema form with HTTP 500 (a validation error); the
+    # schema then goes as {"type": "json_object", "schema": ...}, which it turns into a grammar.
+    assert "refused the answer's schema (HTTP 500): asking with the schema as 'json_object'" in event["log"]
+    assert "the server keeps it loaded" in event["log"]  # not Ollama: it cannot be told to unload
+    # What `autokr doctor` asks of it: the model list, and that it is not Ollama.
+    probed = subprocess.run(
+        [sys.executable, "-m", "workers.llm_server", "--url", llama_server.url, "--model", llama_server.model],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert json.loads(probed.stdout) == {
+        "url": llama_server.url, "ollama": None, "models": ["tiny-chat"], "problem": None
+    }  # fmt: skip
 
 
 def run_local(

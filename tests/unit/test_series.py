@@ -97,6 +97,20 @@ def test_the_series_is_the_first_folder_below_the_inbox():
     assert series_folder(Path("/elsewhere/Show/01.mkv"), [inbox]) is None
 
 
+def test_a_nested_inbox_owns_its_videos_for_the_glossary_and_the_series_alike(tmp_path):
+    # /media is an inbox, and so is /media/Anime inside it: a video belongs to the nearer one
+    # (as intake says), whatever order the config lists them in.
+    media = tmp_path / "media"
+    anime = media / "Anime"
+    (anime / "Show" / "Season 1").mkdir(parents=True)
+    (media / "autokr-glossary.txt").write_text("田中 = 다나카\n", encoding="utf-8")
+    (anime / "autokr-glossary.txt").write_text("佐藤 = 사토\n", encoding="utf-8")
+    video = anime / "Show" / "Season 1" / "01.mkv"
+    for inboxes in ([media, anime], [anime, media]):
+        assert series_folder(video, inboxes) == anime / "Show"
+        assert dict(read_glossary(video, inboxes, print)) == {"佐藤": "사토"}
+
+
 def test_the_memory_keeps_the_first_answer_the_person_s_word_wins_and_it_travels_in_the_manifest(tmp_path):
     inbox = tmp_path / "inbox"
     (inbox / "Show").mkdir(parents=True)
