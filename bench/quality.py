@@ -1,7 +1,7 @@
 """Subtitle quality against known speech intervals.
 
     python -m bench.quality VIDEO REFERENCE.json [--whisper MODEL] [--translator MODEL]
-    python -m bench.quality --make CLIP.mkv REFERENCE.json [--audio-offset 2]  # a clip made with pyopenjtalk-plus
+    python -m bench.quality --make CLIP.mkv REFERENCE.json [--audio-offset 2] [--episode]  # made with pyopenjtalk-plus
 
 Runs the whole pipeline (``autokr once`` code path) on VIDEO, then prints, for the Korean and
 the Japanese subtitles: mean absolute boundary error against the reference speech intervals,
@@ -35,12 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--decoding", choices=("batched", "sequential"), default="batched")
     parser.add_argument("--engine", choices=("ctranslate2", "torch"), default="ctranslate2")
+    parser.add_argument("--packing", choices=("on", "scenes", "off"), default="on", help="[models] packing")
+    parser.add_argument("--episode", action="store_true", help="with --make: the pause-heavy episode layout")
     parser.add_argument("--cues", action="store_true", help="also list every cue with its non-speech seconds")
     arguments = parser.parse_args(argv)
     if arguments.make:
-        from testkit.speech import make_quality_clip
+        from testkit.speech import EPISODE_LAYOUT, LAYOUT, make_quality_clip
 
-        make_quality_clip(arguments.video, arguments.reference, audio_offset=arguments.audio_offset)
+        layout = EPISODE_LAYOUT if arguments.episode else LAYOUT
+        make_quality_clip(arguments.video, arguments.reference, audio_offset=arguments.audio_offset, layout=layout)
         print(f"wrote {arguments.video} and {arguments.reference}")
         return 0
     from daemon.logs import setup_logging
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="autokr-quality-") as work:
         written = run_pipeline(
             arguments.video, arguments.whisper, arguments.translator, arguments.device, Path(work), arguments.decoding,
-            arguments.engine,
+            arguments.engine, arguments.packing,
         )  # fmt: skip
         for language, path in sorted(written.items()):
             cues = load_cues(path)

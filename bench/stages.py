@@ -3,8 +3,10 @@ own batched pipeline and the plain ``whisper`` command on the same audio, measur
 
     python -m bench.stages VIDEO... [--whisper-pt FILE] [--whisper-ct2 DIR] [--translator MODEL]
                              [--device cpu] [--reference TEXT_FILE] [--repeat N] [--runs N]
+                             [--episode] [--rows NAME,NAME] [--worker-option OPTION]
 
-Rows (each the median of ``--runs`` whole processes; peak RSS the largest of them):
+Rows (each the median of ``--runs`` whole processes, the rows taking turns round by round;
+peak RSS the largest of them):
 - ``transcribe ctranslate2``: the transcribe worker as the daemon runs it, CTranslate2 engine
   (faster-whisper folder ``--whisper-ct2``, int8 on a CPU), batched;
 - ``transcribe torch`` and ``torch sequential``: the same worker on openai-whisper (``--whisper-pt``);
@@ -15,7 +17,11 @@ Rows (each the median of ``--runs`` whole processes; peak RSS the largest of the
 Same options everywhere: Japanese, greedy, temperature 0 without fallback, no previous-text
 conditioning, word timestamps; fp16 only on CUDA. ``--reference`` prints each transcript's
 character error rate against the spoken text (punctuation and spaces ignored); ``--repeat N``
-plays the extracted audio N times in a row, for a longer video's figures.
+plays the extracted audio N times in a row, for a longer video's figures. ``--episode`` adds
+a pause-heavy clip made here (``testkit.speech.EPISODE_LAYOUT``: about two minutes of lines with
+pauses of 1 to 8 s and two music passages, its spoken text as its reference); ``--rows`` runs
+only the rows named (e.g. ``transcribe ctranslate2,faster-whisper``); ``--worker-option`` is
+passed on to the transcribe worker rows (``--no-packing``, say).
 
 Times include the process start, imports and model load, as they do for a person. Peak memory
 is the process's own maximum resident set (``wait4``).
@@ -62,9 +68,14 @@ def timed(command: list[str]) -> tuple[float, float]:
     return wall, usage.ru_maxrss / 1024
 
 
-def measured(command: list[str], runs: int) -> tuple[float, float]:
-    results = [timed(command) for _ in range(runs)]
-    return statistics.median(wall for wall, _ in results), max(peak for _, peak in results)
+def measured(commands: dict[str, list[str]], runs: int) -> dict[str, tuple[float, float]]:
+    """(median wall, largest peak RSS) of each command, run round by round (each row once a
+    round), so the machine's drift during the bench falls on every row alike."""
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, command in commands.items():
+            results[name].append(timed(command))
+    return {name: (statistics.median(w for w, _ in got), max(p for _, p in got)) for name, got in results.items()}
 
 
 def repeat_audio(wav: Path, times: int) -> None:
@@ -87,7 +98,10 @@ def text_of(path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("videos", nargs="+", type=Path)
+    parser.add_argument("videos", nargs="*", type=Path)
+    parser.add_argument("--episode", action="store_true", help="add the pause-heavy episode clip, made here")
+    parser.add_argument("--rows", help="only these rows, comma-separated")
+    parser.add_argument("--worker-option", action="append", default=[], help="passed on to the transcribe rows")
     parser.add_argument("--whisper-pt", default=str(REPOSITORY / ".cache" / "whisper-base.pt"))
     parser.add_argument("--whisper-ct2", default=str(REPOSITORY / ".cache" / "whisper-base-ct2"))
     parser.add_argument("--translator", help="NLLB name or directory (default: the tests' tiny NLLB, built here)")
@@ -105,6 +119,17 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([python, "-c", build, str(built)], check=True, cwd=REPOSITORY, capture_output=True)
         arguments.translator = str(built)
         print(f"translator: the tests' tiny NLLB ({arguments.translator}); pass --translator for a real one")
+    references: dict[Path, str] = {}
+    if arguments.reference:
+        references = {video: arguments.reference.read_text(encoding="utf-8").strip() for video in arguments.videos}
+    if arguments.episode:
+        from testkit.speech import EPISODE_LAYOUT, SENTENCES, make_quality_clip
+
+        built = Path(tempfile.mkdtemp(prefix="autokr-stages-episode-"))
+        episode, _ = make_quality_clip(built / "episode.mkv", built / "episode.json", layout=EPISODE_LAYOUT)
+        arguments.videos.append(episode)
+        references[episode] = "".join(SENTENCES[int(kind)] for kind, _ in EPISODE_LAYOUT if isinstance(kind, int))
+    wanted = None if not arguments.rows else {name.strip() for name in arguments.rows.split(",")}
     for video in arguments.videos:
         with tempfile.TemporaryDirectory(prefix="autokr-stages-") as work:
             folder = Path(work)
@@ -137,27 +162,41 @@ def main(argv: list[str] | None = None) -> int:
                                     "--model", arguments.translator, "--engine", "torch", *device],
                 "subtitle": [python, "-m", "workers.subtitle", str(out["ko"]), str(folder / "out.ko.srt")],
             }  # fmt: skip
-            for name, command in rows.items():
-                results[name] = measured(command, arguments.runs)
+            chosen = {
+                name: [*command, *(arguments.worker_option if command[:3] == worker[:3] else [])]
+                for name, command in rows.items()
+                if wanted is None or name in wanted
+            }
+            # The transcripts come first: the translate and subtitle rows read the ctranslate2 one.
+            later = ("translate", "subtitle")
+            early = {name: command for name, command in chosen.items() if not name.startswith(later)}
+            results |= measured(early, arguments.runs)
+            results |= measured({k: v for k, v in chosen.items() if k not in early}, arguments.runs)
             duration = seconds_of(wav)
             print(f"{video.name}: {duration:.1f} s of audio, {arguments.device}, median of {arguments.runs} runs")
             for name, (wall, peak) in results.items():
                 print(f"  {name:<24} {wall:7.2f} s  RTF {wall / duration:6.3f}  peak RSS {peak:7.1f} MB")
-            ours, peer, command_wall = (results[k][0] for k in ("transcribe ctranslate2", "faster-whisper",
-                                                                "whisper command"))  # fmt: skip
-            print(f"  ctranslate2 / faster-whisper: {ours / peer:.2f}   ctranslate2 / whisper command: "
-                  f"{ours / command_wall:.2f}   torch / whisper command: "
-                  f"{results['transcribe torch'][0] / command_wall:.2f}")  # fmt: skip
-            memory = results["transcribe ctranslate2"][1] / results["faster-whisper"][1]
-            print(f"  peak RSS ctranslate2 / faster-whisper: {memory:.2f}")
-            if arguments.reference:
+            ratios = [("ctranslate2 / faster-whisper", "transcribe ctranslate2", "faster-whisper"),
+                      ("ctranslate2 / whisper command", "transcribe ctranslate2", "whisper command"),
+                      ("torch / whisper command", "transcribe torch", "whisper command")]  # fmt: skip
+            shown = [
+                f"{label}: {results[a][0] / results[b][0]:.2f}" for label, a, b in ratios if {a, b} <= set(results)
+            ]
+            if shown:
+                print("  " + "   ".join(shown))
+            if {"transcribe ctranslate2", "faster-whisper"} <= set(results):
+                memory = results["transcribe ctranslate2"][1] / results["faster-whisper"][1]
+                print(f"  peak RSS ctranslate2 / faster-whisper: {memory:.2f}")
+            if video in references:
                 from testkit.speech import character_error_rate  # after the runs: numpy would count in theirs
 
-                spoken = arguments.reference.read_text(encoding="utf-8").strip() * arguments.repeat
+                spoken = references[video] * arguments.repeat
                 texts = {"ctranslate2": out["ct2"], "torch": out["torch"], "torch sequential": out["sequential"],
                          "faster-whisper": out["peer"], "whisper command": folder / "cli" / "audio.json"}  # fmt: skip
                 rates = ", ".join(
-                    f"{label} {character_error_rate(spoken, text_of(path)):.3f}" for label, path in texts.items()
+                    f"{label} {character_error_rate(spoken, text_of(path)):.3f}"
+                    for label, path in texts.items()
+                    if path.exists()
                 )
                 print(f"  character error rate: {rates}")
     return 0

@@ -28,6 +28,7 @@ from daemon.settings import (
     ENGINES,
     LLM,
     NO_FALLBACK,
+    PACKINGS,
     RAY_ADDRESS,
     REGISTERS,
     SECTIONS,
@@ -199,6 +200,8 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
         problems.append(f"[models] compute_type must be one of {', '.join(COMPUTE_TYPES)}, not {models.compute_type!r}")
     if models.decoding not in DECODINGS:
         problems.append(f"[models] decoding must be batched or sequential, not {models.decoding!r}")
+    if models.packing not in PACKINGS:
+        problems.append(f"[models] packing must be on, scenes or off, not {models.packing!r}")
     if not DEVICE_PATTERN.match(models.device):
         problems.append(f"[models] device must be auto, cpu, cuda or cuda:N, not {models.device!r}")
     for name in ("whisper", "translator"):

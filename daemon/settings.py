@@ -61,6 +61,7 @@ class DaemonSettings:
 
 
 DECODINGS = ("batched", "sequential")
+PACKINGS = ("on", "scenes", "off")
 ENGINES = ("ctranslate2", "torch")
 COMPUTE_TYPES = ("auto", "int8", "int8_float16", "int8_bfloat16", "int8_float32", "float16", "bfloat16", "float32")
 
@@ -93,6 +94,10 @@ class ModelSettings:
     decoding: str = field(default="batched", metadata={"type": "str"})
     """batched: speech chunks of up to 30 s decoded many at a time (faster); sequential:
     openai-whisper's sliding 30 s window, each window after the previous one."""
+    packing: str = field(default="on", metadata={"type": "str"})
+    """batched decoding: on (the speech of the cohort's videos laid end to end into full windows,
+    the silence and music between lines left out), scenes (the same, but a pause over 3 s still
+    ends a window) or off (windows cut at pauses only)."""
     transcribe_batch_size: int = field(default=0, metadata={"type": "int", "range": (0, 256)})
     """Speech chunks decoded together; 0: as many as free GPU memory allows (16 at most), 8 on CPU."""
     translate_batch_size: int = field(default=16, metadata={"type": "int", "range": (1, 1024)})

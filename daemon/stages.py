@@ -82,6 +82,8 @@ def stage_options(config: Config, stage: str, device: str | None = None) -> list
                 ("--no-vad", not models.vad),
                 ("--keep-hallucinations", not models.filter_hallucinations),
                 ("--condition-on-previous-text", models.condition_on_previous_text),
+                ("--no-packing", models.packing == "off"),
+                ("--no-packing-across-pauses", models.packing == "scenes"),
             )
             if on
         ]

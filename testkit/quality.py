@@ -52,7 +52,7 @@ def analyse(cues: list[Cue], reference: dict[str, Any], language: str) -> dict[s
 
 def run_pipeline(
     video: Path, whisper: str, translator: str, device: str, work: Path, decoding: str = "batched",
-    engine: str = "ctranslate2",
+    engine: str = "ctranslate2", packing: str = "on",
 ) -> dict[str, Path]:  # fmt: skip
     from daemon.config import Config
     from daemon.once import run_once
@@ -69,6 +69,7 @@ def run_pipeline(
             translator=translator,
             device=device,
             decoding=decoding,
+            packing=packing,
             engine=engine,
             model_dir=work / "models",
         ),

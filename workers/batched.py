@@ -1,4 +1,4 @@
-"""Batched Whisper decoding: speech cut at pauses into chunks of at most 30 s, decoded many
+"""Batched Whisper decoding: speech cut into chunks of at most 26 s, decoded many
 at a time with ``model.decode`` (as WhisperX does with faster-whisper), instead of
 ``model.transcribe``'s one window after another.
 
@@ -12,28 +12,34 @@ device, word timestamps reuse each chunk's encoder output (``workers.alignment``
 encoding the audio again, and no numba DTW is compiled.
 
 What it gives up, and what guards it: a chunk is decoded with no text before it (AutoKR's
-sequential path runs with ``condition_on_previous_text`` off as well), and a chunk whose
+sequential path runs with ``condition_on_previous_text`` off as well); a chunk whose
 decoding ran to the token limit or into a repetition loop is transcribed again on its own
-by the sequential path, so a long monologue is never cut short.
+by the sequential path, so a long monologue is never cut short; and a chunk whose text ended
+with speech still to come is decoded again from there (``workers.chunks.unheard``), as on
+the CTranslate2 engine.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from workers.chunks import (  # noqa: F401 - plan_chunks re-exported for the torch engine's callers
+    CHUNK_SECONDS,
     COMPRESSION_RATIO_LIMIT,
+    CONTINUATIONS,
     LOGPROB_THRESHOLD,
     NO_SPEECH_THRESHOLD,
     SAMPLE_RATE,
     WINDOW_SECONDS,
     Interval,
     plan_chunks,
+    ratios_by_piece,
+    unheard,
 )
 from workers.segments import Segment, Word, scored
 
@@ -90,10 +96,12 @@ def transcribe_batched(
     batch_size: int,
     progress: Callable[[int], None],
     sequential: Callable[[np.ndarray], list[Segment]],
+    pieces: Sequence[Interval] = (),
 ) -> list[Segment]:
     """Segments with their scores and words, as the sequential path gives them.
     ``sequential(audio)`` transcribes one chunk's audio the sequential way, for chunks whose
-    batched decoding went wrong."""
+    batched decoding went wrong. ``pieces``: packed speech (``workers.packing``), whose
+    repetition is measured piece by piece."""
     import whisper
     from whisper.tokenizer import get_tokenizer
 
@@ -106,31 +114,44 @@ def transcribe_batched(
         task=options["task"], language=options["language"], temperature=0.0, fp16=options["fp16"]
     )
     token_limit = model.dims.n_text_ctx // 2
-    chunks = plan_chunks(speech)
+    duration = len(audio) / SAMPLE_RATE
+    queue = [(start, min(end, duration), 0) for start, end in plan_chunks(speech, CHUNK_SECONDS)]
     found: list[Segment] = []
-    for first in range(0, len(chunks), batch_size):
-        batch = chunks[first : first + batch_size]
-        mels, frames = chunk_mels(model, audio, batch)
+    done = 0
+    while queue:
+        batch, queue = queue[:batch_size], queue[batch_size:]
+        mels, frames = chunk_mels(model, audio, [(start, end) for start, end, _ in batch])
         with torch.inference_mode():
             results = model.decode(mels, decoding)
-        for (start, end), result, num_frames in zip(batch, results, frames, strict=True):
+        for (start, end, continued), result, num_frames in zip(batch, results, frames, strict=True):
             if result.no_speech_prob > NO_SPEECH_THRESHOLD and result.avg_logprob < LOGPROB_THRESHOLD:
                 continue
-            if len(result.tokens) >= token_limit or result.compression_ratio > COMPRESSION_RATIO_LIMIT:
+            segments = split_at_timestamps(result.tokens, tokenizer, start, end - start)
+            # Packed speech: repetition is measured piece by piece (``ratios_by_piece``).
+            spans = [(segment["start"], segment["end"], segment["text"]) for segment in segments]
+            ratios = ratios_by_piece(spans, pieces) if pieces else [result.compression_ratio] * len(segments)
+            if len(result.tokens) >= token_limit or max(ratios, default=0.0) > COMPRESSION_RATIO_LIMIT:
                 why = "the token limit" if len(result.tokens) >= token_limit else "a repetition loop"
                 print(f"chunk {start:.1f}-{end:.1f} s ran into {why}: transcribing it sequentially", file=sys.stderr)
                 piece = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
                 found += [segment.shifted(start) for segment in sequential(piece)]
                 continue
-            segments = split_at_timestamps(result.tokens, tokenizer, start, end - start)
             if options.get("word_timestamps"):
                 add_words(segments, model, tokenizer, result.audio_features, num_frames, start)
-            for segment in segments:
-                if segment["text"].strip():
-                    words = [Word(w["word"], w["start"], w["end"]) for w in segment.get("words", [])]
-                    found.append(
-                        scored(segment["start"], segment["end"], segment["text"], result.avg_logprob,
-                               result.no_speech_prob, result.compression_ratio, words)
+            kept = []
+            for segment, ratio in zip(segments, ratios, strict=True):
+                if segment["text"].strip() and segment["start"] < end:  # none over the padding
+                    words = [Word(w["word"], w["start"], min(w["end"], end)) for w in segment.get("words", [])]
+                    kept.append(
+                        scored(segment["start"], min(segment["end"], end), segment["text"], result.avg_logprob,
+                               result.no_speech_prob, ratio, words)
                     )  # fmt: skip
-        progress(min(100, round(100 * (first + len(batch)) / len(chunks))))
-    return found
+            found += kept
+            rest = unheard(kept, start, end, speech)
+            if rest is not None and continued < CONTINUATIONS:
+                print(f"chunk {start:.1f}-{end:.1f} s: its text ended early, decoding {rest:.1f}-{end:.1f} s",
+                      file=sys.stderr)  # fmt: skip
+                queue.append((rest, end, continued + 1))
+        done += len(batch)
+        progress(min(100, round(100 * done / (done + len(queue)))))
+    return sorted(found, key=lambda segment: segment.start)

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contract import faults
@@ -123,22 +123,40 @@ def start_worker(stage: str) -> None:
     faults.pause_if_armed("start", stage)
 
 
+class OutOfMemory(Exception):
+    """The device ran out of memory: the worker exits with ``EXIT_OUT_OF_MEMORY`` and the daemon
+    steps down (a smaller batch, then a smaller model) for the whole cohort."""
+
+
+def fail_items(item_ids: Sequence[str], error: Exception) -> None:
+    """Reports ``error`` as the failure of each of ``item_ids`` (a ``PermanentError`` for good,
+    anything else to be retried). Raises ``OutOfMemory`` for a device out of memory, and
+    re-raises what no video can fail with (a bug: the worker's traceback goes to its log)."""
+    if isinstance(error, PermanentError):
+        reason, permanent = str(error), True
+    elif isinstance(error, (TransientError, WorkerError)):
+        reason, permanent = str(error), False
+    elif isinstance(error, OSError):
+        reason, permanent = describe_os_error(error), False
+    elif _is_out_of_memory(error):
+        print(f"out of memory: {error}", file=sys.stderr, flush=True)
+        raise OutOfMemory(str(error)) from error
+    else:
+        raise error
+    for item_id in item_ids:
+        emit("failed", item_id, reason=reason, permanent=permanent)
+
+
 def run_worker(items: list[ManifestItem], process: ProcessFunction) -> int:
     """Runs ``process`` on each item, reporting done/failed per item. Returns the exit status."""
     for item in items:
         try:
             facts = process(item, ProgressReporter(item.id)) or {}
-        except PermanentError as error:
-            emit("failed", item.id, reason=str(error), permanent=True)
-        except (TransientError, WorkerError) as error:
-            emit("failed", item.id, reason=str(error), permanent=False)
-        except OSError as error:
-            emit("failed", item.id, reason=describe_os_error(error), permanent=False)
         except Exception as error:
-            if _is_out_of_memory(error):
-                print(f"out of memory: {error}", file=sys.stderr, flush=True)
+            try:
+                fail_items([item.id], error)
+            except OutOfMemory:
                 return EXIT_OUT_OF_MEMORY
-            raise
         else:
             emit("done", item.id, **facts)
     return 0

@@ -26,7 +26,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,12 +36,16 @@ from contract import models
 from contract.errors import PermanentError
 from workers import ct2
 from workers.chunks import (
+    CHUNK_SECONDS,
     COMPRESSION_RATIO_LIMIT,
+    CONTINUATIONS,
     LOGPROB_THRESHOLD,
     NO_SPEECH_THRESHOLD,
     SAMPLE_RATE,
     Interval,
     plan_chunks,
+    ratios_by_piece,
+    unheard,
 )
 from workers.common import log
 from workers.gpu import Device
@@ -55,13 +59,6 @@ TOKENIZER = "tokenizer.json"
 # CTranslate2 then stops at 224 new ones, timestamps included (measured; asked for fewer, it
 # ended a 25 s chunk's text at 18 s). A chunk whose tokens reach this ran into the limit.
 CT2_TOKEN_LIMIT = 448 // 2 - 2
-CONTINUATIONS = 3
-# Chunks of at most 26 s, not 30: Whisper tends to end a window's text early when speech runs to
-# the window's end. On the 103 s sample (bench/stages.py --repeat 4), at 30 s one chunk in four
-# stopped 3 s short and needed a second pass (1.3 s more on this CPU); at 26 s none did, with
-# the same number of chunks and a lower error rate (0.257 against 0.269).
-CHUNK_SECONDS = 26.0
-UNHEARD_SECONDS = 1.0
 
 
 def _download(name: str, target: Path) -> Path:
@@ -179,14 +176,20 @@ class Ct2Whisper:
         return [_segment(s) for s in segments if s.text.strip()]
 
     def transcribe(
-        self, audio: np.ndarray, speech: list[Interval], batch_size: int, progress: Callable[[float], None]
+        self,
+        audio: np.ndarray,
+        speech: list[Interval],
+        batch_size: int,
+        progress: Callable[[float], None],
+        pieces: Sequence[Interval] = (),
     ) -> list[Segment]:
         """Segments of the speech, chunked by ``plan_chunks`` and decoded ``batch_size`` at a time.
 
         Whisper sometimes ends a chunk's text early (a timestamp, then the end token) with speech
         still to come; openai-whisper's sliding window then starts its next window there. Here
         the rest of such a chunk, from its last segment's end, goes back into the queue as a
-        chunk of its own (at most ``CONTINUATIONS`` times for each chunk)."""
+        chunk of its own (at most ``CONTINUATIONS`` times for each chunk). ``pieces``: packed
+        speech (``workers.packing``), whose repetition is measured piece by piece."""
         duration = len(audio) / SAMPLE_RATE
         queue = [(start, min(end, duration), 0) for start, end in plan_chunks(speech, CHUNK_SECONDS)]
         found: list[Segment] = []
@@ -203,9 +206,9 @@ class Ct2Whisper:
             for start, end, continued in batch:
                 # faster-whisper marks each segment with its chunk's start, in 10 ms frames.
                 decoded = by_chunk.get(int(int(start * SAMPLE_RATE) / SAMPLE_RATE * 100), [])
-                kept = self._checked(audio, start, end, decoded)
+                kept = self._checked(audio, start, end, decoded, pieces)
                 found += kept
-                rest = _unheard(kept, start, end, speech)
+                rest = unheard(kept, start, end, speech)
                 if rest is not None and continued < CONTINUATIONS:
                     where = f"chunk {start:.1f}-{end:.1f} s"
                     print(f"{where}: its text ended early, decoding {rest:.1f}-{end:.1f} s", file=sys.stderr)
@@ -214,44 +217,38 @@ class Ct2Whisper:
             progress(min(100.0, 100.0 * done / (done + len(queue))))
         return sorted(found, key=lambda segment: segment.start)
 
-    def _checked(self, audio: np.ndarray, start: float, end: float, decoded: list[DecodedSegment]) -> list[Segment]:
+    def _checked(
+        self, audio: np.ndarray, start: float, end: float, decoded: list[DecodedSegment], pieces: Sequence[Interval]
+    ) -> list[Segment]:
         """One chunk's segments; decoded again on its own when it ran to the token limit or
-        looped (the batched pipeline gives no token count: the segments' tokens add up to it)."""
+        looped (the batched pipeline gives no token count: the segments' tokens add up to it).
+        Each segment carries the compression ratio of its own piece's text (``ratios_by_piece``)."""
         if not decoded:
             return []
         first = decoded[0]  # every segment of a chunk carries the chunk's scores
         if first.no_speech_prob > NO_SPEECH_THRESHOLD and first.avg_logprob < LOGPROB_THRESHOLD:
             return []
         tokens = sum(len(segment.tokens) for segment in decoded)
-        text = "".join(segment.text for segment in decoded)
-        from faster_whisper.transcribe import get_compression_ratio
-
-        if tokens >= CT2_TOKEN_LIMIT or (text.strip() and get_compression_ratio(text) > COMPRESSION_RATIO_LIMIT):
+        ratios = ratios_by_piece([(segment.start, segment.end, segment.text) for segment in decoded], pieces)
+        if tokens >= CT2_TOKEN_LIMIT or max(ratios) > COMPRESSION_RATIO_LIMIT:
             why = "the token limit" if tokens >= CT2_TOKEN_LIMIT else "a repetition loop"
             print(f"chunk {start:.1f}-{end:.1f} s ran into {why}: transcribing it sequentially", file=sys.stderr)
             piece = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
             return [segment.shifted(start) for segment in self.sequential(piece)]
         # Timestamps past the chunk's end were invented over the padding: cut there.
-        inside = [_segment(segment, end) for segment in decoded if segment.text.strip() and segment.start < end]
+        inside = [
+            _segment(segment, end, ratio)
+            for segment, ratio in zip(decoded, ratios, strict=True)
+            if segment.text.strip() and segment.start < end
+        ]
         return [segment for segment in inside if segment.end > segment.start]
 
 
-def _unheard(kept: list[Segment], start: float, end: float, speech: list[Interval]) -> float | None:
-    """Where the untranscribed rest of a chunk starts, when its text ended with at least
-    ``UNHEARD_SECONDS`` of speech still to come in it; else None."""
-    if not kept:
-        return None
-    heard = max(segment.end for segment in kept)
-    rest = [(max(a, heard), min(b, end)) for a, b in speech if b > heard and a < end]
-    if sum(b - a for a, b in rest) < UNHEARD_SECONDS:
-        return None
-    return max(heard, rest[0][0] - 0.1)
-
-
-def _segment(segment: DecodedSegment, until: float = float("inf")) -> Segment:
-    """Our segment for faster-whisper's, its times cut at ``until``."""
+def _segment(segment: DecodedSegment, until: float = float("inf"), ratio: float | None = None) -> Segment:
+    """Our segment for faster-whisper's, its times cut at ``until`` (``ratio``: its compression
+    ratio, measured by us; faster-whisper's otherwise)."""
     words = [Word(w.word, w.start, min(w.end, until)) for w in segment.words or [] if w.start < until]
     return scored(
         segment.start, min(segment.end, until), segment.text, segment.avg_logprob, segment.no_speech_prob,
-        segment.compression_ratio, words,
+        segment.compression_ratio if ratio is None else ratio, words,
     )  # fmt: skip

@@ -19,7 +19,7 @@ import importlib
 import sys
 import types
 import wave
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,12 +29,17 @@ import numpy as np
 from contract import faults
 from contract.errors import PermanentError, TransientError
 from contract.manifest import ManifestItem
-from workers.chunks import Interval
+from contract.protocol import EXIT_OUT_OF_MEMORY
+from workers.chunks import CHUNK_SECONDS, Interval
 from workers.common import (
     Facts,
+    OutOfMemory,
     ProgressCallback,
+    ProgressReporter,
     base_parser,
+    emit,
     fail_every_item,
+    fail_items,
     items_from_arguments,
     log,
     run_worker,
@@ -42,6 +47,7 @@ from workers.common import (
 )
 from workers.gpu import free_gpu_memory
 from workers.hallucinations import filter_segments
+from workers.packing import SEAM_SECONDS, pack, pieces_of
 from workers.segments import Segment, Transcript, Word, scored, write_stage_file
 from workers.timing import follow_speech
 
@@ -120,8 +126,29 @@ def transcribe_audio(
     ]
 
 
-Decode = Callable[[np.ndarray, list[Interval], ProgressCallback], list[Segment]]
-"""(audio, speech intervals, progress) → segments: what an engine does with the speech."""
+Decode = Callable[[np.ndarray, list[Interval], ProgressCallback, Sequence[Interval]], list[Segment]]
+"""(audio, speech intervals, progress, packed pieces or ()) → segments: what an engine does with
+the speech."""
+
+
+def speech_in(audio: np.ndarray, use_vad: bool) -> list[Interval] | None:
+    """The speech intervals voice activity detection finds, or None when it is not run."""
+    if not use_vad:
+        return None
+    from workers.vad import detect_speech
+
+    return detect_speech(audio)
+
+
+def finished(
+    found: list[Segment], speech: list[Interval] | None, language: str, filter_hallucinations: bool
+) -> Transcript:
+    """The engine's segments → cues that follow the speech → the hallucination filter."""
+    segments = follow_speech(found, speech)
+    kept, dropped = filter_segments(segments, language, speech) if filter_hallucinations else (segments, [])
+    for segment, reason in dropped:
+        print(f"dropped {segment.start:.1f}-{segment.end:.1f} s {segment.text!r}: {reason}", file=sys.stderr)
+    return Transcript(tuple(kept), language, dropped=tuple(dropped), speech=None if speech is None else tuple(speech))
 
 
 def transcribe_speech(
@@ -132,22 +159,106 @@ def transcribe_speech(
     use_vad: bool = True,
     filter_hallucinations: bool = True,
 ) -> Transcript:
-    """Voice activity → the engine's segments (word timestamps) → cues that follow the speech →
-    the hallucination filter. Audio with no speech at all is not given to Whisper."""
-    speech = None
-    if use_vad:
-        from workers.vad import detect_speech
+    """One video, not packed: voice activity → the engine's segments (word timestamps) → cues
+    that follow the speech → the hallucination filter. Audio with no speech is not given to Whisper."""
+    speech = speech_in(audio, use_vad)
+    if speech == []:
+        progress(100)
+        return Transcript((), language, speech=())
+    found = decode(audio, speech if speech is not None else [(0.0, len(audio) / 16000)], progress, ())
+    return finished(found, speech, language, filter_hallucinations)
 
-        speech = detect_speech(audio)
-        if not speech:
-            progress(100)
-            return Transcript((), language, speech=())
-    found = decode(audio, speech if speech is not None else [(0.0, len(audio) / 16000)], progress)
-    segments = follow_speech(found, speech)
-    kept, dropped = filter_segments(segments, language, speech) if filter_hallucinations else (segments, [])
-    for segment, reason in dropped:
-        print(f"dropped {segment.start:.1f}-{segment.end:.1f} s {segment.text!r}: {reason}", file=sys.stderr)
-    return Transcript(tuple(kept), language, dropped=tuple(dropped), speech=None if speech is None else tuple(speech))
+
+@dataclass
+class Heard:
+    """A video of the cohort read and listened to, waiting for its group to be decoded."""
+
+    item: ManifestItem
+    audio: np.ndarray
+    speech: list[Interval]
+    progress: ProgressReporter
+
+    @property
+    def packed_seconds(self) -> float:
+        return sum(end - start + SEAM_SECONDS for start, end in pieces_of(self.speech, len(self.audio) / 16000))
+
+
+def transcribe_cohort(items: list[ManifestItem], loaded: Loaded, arguments: argparse.Namespace) -> int:
+    """The cohort's speech packed together (``workers.packing``), across its videos: videos are
+    read in order and grouped while their packed speech fits one batch of windows (bounded
+    memory, however long the cohort); each group is decoded at once and each of its videos
+    reported done (or failed) as soon as it is. Returns the exit status."""
+    capacity = loaded.batch_size * loaded.window
+    group: list[Heard] = []
+    held = 0.0
+    try:
+        for item in items:
+            heard = _listen(item, loaded, arguments)
+            if heard is None:
+                continue
+            if group and held + heard.packed_seconds > capacity:
+                _decode_group(group, loaded, arguments)
+                group, held = [], 0.0
+            group.append(heard)
+            held += heard.packed_seconds
+        if group:
+            _decode_group(group, loaded, arguments)
+    except OutOfMemory:
+        return EXIT_OUT_OF_MEMORY
+    return 0
+
+
+def _facts(loaded: Loaded, arguments: argparse.Namespace, transcript: Transcript, packed: int) -> Facts:
+    return {
+        "model": loaded.model, "segments": len(transcript.segments), "batch_size": loaded.batch_size,
+        "decoding": arguments.decoding, "engine": loaded.engine, "packed_with": packed,
+    }  # fmt: skip
+
+
+def _listen(item: ManifestItem, loaded: Loaded, arguments: argparse.Namespace) -> Heard | None:
+    """The item's audio and speech; None when it is already reported (no speech: done; a failure)."""
+    progress = ProgressReporter(item.id)
+    try:
+        if not item.input.exists():
+            raise PermanentError(f"audio file not found: {item.input}")
+        audio = read_audio(item.input)
+        faults.raise_out_of_memory_if_armed("transcribe", loaded.batch_size)
+        speech = speech_in(audio, use_vad=True) or []
+        if speech:
+            return Heard(item, audio, speech, progress)
+        transcript = Transcript((), arguments.language, speech=())
+        write_stage_file(item.output, replace(transcript, model=loaded.model))
+    except Exception as error:
+        fail_items([item.id], error)
+        return None
+    progress(100)
+    emit("done", item.id, **_facts(loaded, arguments, transcript, 1))
+    return None
+
+
+def _decode_group(group: list[Heard], loaded: Loaded, arguments: argparse.Namespace) -> None:
+    packing = pack([(heard.audio, heard.speech) for heard in group], not arguments.no_packing_across_pauses)
+    if len(group) > 1:
+        log(f"{len(group)} videos packed together: {packing.seconds:.1f} s of speech")
+
+    def progress(percent: float) -> None:
+        for heard in group:
+            heard.progress(percent)
+
+    try:
+        found = loaded.decode(packing.audio, packing.speech, progress, [(p.at, p.until) for p in packing.pieces])
+    except Exception as error:
+        fail_items([heard.item.id for heard in group], error)
+        return
+    for heard, segments in zip(group, packing.unpack(found, len(group)), strict=True):
+        try:
+            transcript = finished(segments, heard.speech, arguments.language, not arguments.keep_hallucinations)
+            write_stage_file(heard.item.output, replace(transcript, model=loaded.model))
+        except Exception as error:
+            fail_items([heard.item.id], error)
+            continue
+        heard.progress(100)
+        emit("done", heard.item.id, **_facts(loaded, arguments, transcript, len(group)))
 
 
 ENGINES = ("ctranslate2", "torch")
@@ -162,6 +273,8 @@ class Loaded:
     decode: Decode
     engine: str
     """What ``autokr status`` shows: ``ctranslate2 int8``, ``torch float16``, ..."""
+    window: float = 30.0
+    """The longest window the engine decodes, in seconds (its chunk limit)."""
 
 
 def _whisper_on_torch(arguments: argparse.Namespace) -> Loaded:
@@ -189,18 +302,20 @@ def _whisper_on_torch(arguments: argparse.Namespace) -> Loaded:
         "word_timestamps": not arguments.no_word_timestamps,
     }
 
-    def decode(audio: np.ndarray, speech: list[Interval], progress: ProgressCallback) -> list[Segment]:
+    def decode(
+        audio: np.ndarray, speech: list[Interval], progress: ProgressCallback, pieces: Sequence[Interval]
+    ) -> list[Segment]:
         if not batch_size:
             return transcribe_audio(model, audio, options, progress)
         from workers.batched import transcribe_batched
 
         return transcribe_batched(
             model, audio, speech, options, batch_size, progress,
-            sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None),
+            sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None), pieces=pieces,
         )  # fmt: skip
 
     precision = "float16" if device.on_gpu else "float32"
-    return Loaded(model_name, batch_size or 1, decode, f"torch {precision}")
+    return Loaded(model_name, batch_size or 1, decode, f"torch {precision}", CHUNK_SECONDS)
 
 
 def _whisper_on_ctranslate2(arguments: argparse.Namespace) -> Loaded:
@@ -223,14 +338,17 @@ def _whisper_on_ctranslate2(arguments: argparse.Namespace) -> Loaded:
     model = Ct2Whisper(folder, device, compute, arguments.language, word_timestamps=not arguments.no_word_timestamps)
     model.options["condition_on_previous_text"] = arguments.condition_on_previous_text
 
-    def decode(audio: np.ndarray, speech: list[Interval], progress: ProgressCallback) -> list[Segment]:
+    def decode(
+        audio: np.ndarray, speech: list[Interval], progress: ProgressCallback, pieces: Sequence[Interval]
+    ) -> list[Segment]:
         if arguments.decoding == "sequential":
             found = model.sequential(audio)
             progress(100)
             return found
-        return model.transcribe(audio, speech, batch_size, progress)
+        return model.transcribe(audio, speech, batch_size, progress, pieces)
 
-    return Loaded(model_name, batch_size if arguments.decoding == "batched" else 1, decode, f"ctranslate2 {compute}")
+    batch = batch_size if arguments.decoding == "batched" else 1
+    return Loaded(model_name, batch, decode, f"ctranslate2 {compute}", CHUNK_SECONDS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -263,6 +381,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--batch-size", type=int, default=0, help="chunks decoded together (0: by free memory)")
     parser.add_argument(
+        "--no-packing", action="store_true", help="batched: windows cut at pauses only, speech not packed together"
+    )
+    parser.add_argument(
+        "--no-packing-across-pauses",
+        action="store_true",
+        help="packed: a pause over 3 s still ends a window (for measuring; docs/performance.md)",
+    )
+    parser.add_argument(
         "--memory-level", type=int, default=0, help="after GPU OOM: half the batch, then a smaller model"
     )
     return parser
@@ -285,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.memory_level:
         log(f"memory level {arguments.memory_level}: {loaded.model}, at most {loaded.batch_size} chunks a batch")
 
+    if arguments.decoding == "batched" and not arguments.no_packing and not arguments.no_vad:
+        return transcribe_cohort(items, loaded, arguments)
+
     def transcribe(item: ManifestItem, progress: ProgressCallback) -> Facts:
         if not item.input.exists():
             raise PermanentError(f"audio file not found: {item.input}")
@@ -299,13 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             filter_hallucinations=not arguments.keep_hallucinations,
         )
         write_stage_file(item.output, replace(found, model=loaded.model))
-        return {
-            "model": loaded.model,
-            "segments": len(found.segments),
-            "batch_size": loaded.batch_size,
-            "decoding": arguments.decoding,
-            "engine": loaded.engine,
-        }
+        return _facts(loaded, arguments, found, 1)
 
     return run_worker(items, transcribe)
 

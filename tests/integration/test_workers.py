@@ -292,6 +292,60 @@ def test_real_whisper_base_transcribes_japanese_speech(
     assert segments[0]["start"] < 1.0 and segments[-1]["end"] > 24.0  # speech from start to end is covered
 
 
+@pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
+def test_a_cohort_s_speech_packed_together_gives_each_video_its_own_words_on_its_own_timeline(
+    tmp_path, request, speech_sample, engine
+):
+    """Four clips cut from the sample, in one worker: packed into shared windows, against the
+    same four with packing off. Each clip gets back the text it holds, not a neighbour's."""
+    whisper = request.getfixturevalue("whisper_base_ct2" if engine == "ctranslate2" else "whisper_base")
+    run_worker("extract", str(speech_sample), str(tmp_path / "audio.wav"))
+    with wave.open(str(tmp_path / "audio.wav"), "rb") as reader:
+        parameters, frames = reader.getparams(), reader.readframes(reader.getnframes())
+    cut = [0.0, 6.6, 13.0, 19.2, len(frames) / 2 / 16000]  # at pauses of the sample's speech
+    items = []
+    for index, (start, end) in enumerate(zip(cut, cut[1:], strict=False)):
+        clip = tmp_path / f"clip{index}.wav"
+        with wave.open(str(clip), "wb") as writer:
+            writer.setparams(parameters)
+            writer.writeframes(frames[int(start * 16000) * 2 : int(end * 16000) * 2])
+        items.append({"id": str(index), "input": str(clip), "output": str(tmp_path / f"clip{index}.json")})
+    (tmp_path / "jobs.json").write_text(json.dumps(items), encoding="utf-8")
+
+    def transcribe(*options: str) -> tuple[list[dict], list[list[dict]], str]:
+        finished = subprocess.run(
+            [sys.executable, "-m", "workers.transcribe", "--jobs", str(tmp_path / "jobs.json"), "--model",
+             str(whisper), "--device", "cpu", "--engine", engine, *options],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stderr
+        done = [json.loads(line[8:]) for line in finished.stdout.splitlines() if '"event": "done"' in line]
+        segments = [json.loads(Path(item["output"]).read_text(encoding="utf-8"))["segments"] for item in items]
+        return done, segments, finished.stderr
+
+    done, packed, log = transcribe()
+    assert [event["item"] for event in done] == ["0", "1", "2", "3"] and {e["packed_with"] for e in done} == {4}
+    assert "4 videos packed together" in log
+    _, alone, _ = transcribe("--no-packing")
+    for index, (segments, (start, end)) in enumerate(zip(packed, zip(cut, cut[1:], strict=False), strict=True)):
+        assert segments and all(0.0 <= s["start"] < s["end"] <= end - start + 0.01 for s in segments), segments
+        text = "".join(s["text"] for s in segments)
+        own = character_error_rate("".join(s["text"] for s in alone[index]), text)
+        others = [character_error_rate("".join(s["text"] for s in alone[j]), text) for j in range(4) if j != index]
+        print(f"{engine} clip {index}: against its own text unpacked {own:.3f}, the others' {min(others):.3f}")
+        assert own < 0.35 and own < min(others), (index, text)
+
+    # The same lines in several videos of a cohort (an opening song, a recap, a file twice): packed
+    # into one window they compress like a repetition loop, each alone does not. Measured piece
+    # by piece, no window is taken for a loop and no video's lines are dropped as one.
+    items = [{**items[0], "id": str(i), "output": str(tmp_path / f"same{i}.json")} for i in range(3)]
+    (tmp_path / "jobs.json").write_text(json.dumps(items), encoding="utf-8")
+    done, same, log = transcribe()
+    assert len(done) == 3 and "repetition loop" not in log, log[-3000:]
+    for segments in same:
+        assert character_error_rate("".join(s["text"] for s in alone[0]), "".join(s["text"] for s in segments)) < 0.35
+
+
 def test_a_chunk_decoded_to_the_token_limit_is_transcribed_again_sequentially(tmp_path, tiny_whisper):
     # The tiny model never ends its text (fixtures.tiny_models): every batched chunk hits the limit.
     video = make_video(tmp_path / "tone.mkv", seconds=2)

@@ -22,13 +22,14 @@ def test_shipped_default_config_loads_once_its_inbox_exists(tmp_path):
     assert config.models.whisper == "auto" and config.languages.target == "ko"
     assert config.model_dir == tmp_path / "state" / "models"
     assert (config.models.decoding, config.models.transcribe_batch_size) == ("batched", 0)
+    assert config.models.packing == "on"
 
 
 def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(
         '[daemon]\ninbox = ["missing"]\nstable_seconds = "ten"\nmax_attempts = 0\ncolour = "red"\n'
-        '[models]\ndevice = "gpu"\ndecoding = "fast"\ntranscribe_batch_size = -1\n'
+        '[models]\ndevice = "gpu"\ndecoding = "fast"\ntranscribe_batch_size = -1\npacking = "tight"\n'
         '[languages]\ntarget = "xx"\n[extra]\n',
         encoding="utf-8",
     )
@@ -43,6 +44,7 @@ def test_every_problem_is_reported_at_once_with_file_and_key(tmp_path):
     assert "unknown section [extra]" in problems
     assert any(p.startswith("[models] device must be") for p in problems)
     assert "[models] decoding must be batched or sequential, not 'fast'" in problems
+    assert "[models] packing must be on, scenes or off, not 'tight'" in problems
     assert "[models] transcribe_batch_size must be a whole number from 0 to 256, not -1" in problems
     assert any(p.startswith("[languages] target 'xx' is not supported") for p in problems)
 
@@ -92,3 +94,17 @@ def test_global_options_are_taken_before_or_after_the_command():
     parsed = parser.parse_args(["run"])
     assert (parsed.config, parsed.verbose) == (None, False)
     assert parser.parse_args(["--config", "a.toml", "run", "--config", "b.toml"]).config == Path("b.toml")
+
+
+@pytest.mark.parametrize(
+    ("packing", "flags"),
+    [("on", []), ("scenes", ["--no-packing-across-pauses"]), ("off", ["--no-packing"])],
+)
+def test_packing_reaches_the_transcribe_worker_as_its_flags(tmp_path, packing, flags):
+    from daemon.stages import stage_options
+
+    (tmp_path / "inbox").mkdir()
+    path = tmp_path / "autokr.toml"
+    path.write_text(f'[daemon]\ninbox = ["inbox"]\nstate_dir = "state"\n[models]\npacking = "{packing}"\n', "utf-8")
+    options = stage_options(load_config(path), "transcribe")
+    assert [flag for flag in options if flag.startswith("--") and "packing" in flag] == flags

@@ -9,7 +9,7 @@ from workers.catalog import (
     ct2_translator_choice,
     ct2_whisper_choice,
 )
-from workers.ct2_whisper import _unheard
+from workers.chunks import unheard
 from workers.segments import Segment, Word
 
 
@@ -49,10 +49,10 @@ def test_out_of_memory_halves_the_batch_then_lightens_the_weights_then_takes_a_s
 def test_a_chunk_whose_text_ended_with_speech_to_come_is_continued_from_where_it_stopped():
     kept = [Segment(0.3, 3.4, "マガハイは猫である"), Segment(15.2, 18.4, "しかも後で聞くと")]
     speech = [(0.29, 11.3), (11.7, 25.5)]
-    assert _unheard(kept, 0.29, 25.47, speech) == 18.4  # 7 s of speech after the text's end
-    assert _unheard(kept, 0.29, 18.9, speech) is None  # half a second left: nothing to do
-    assert _unheard([], 0.29, 25.47, speech) is None  # no text at all: nothing to continue from
-    assert _unheard(kept, 0.29, 25.47, [(0.29, 18.0), (20.0, 24.0)]) == 19.9  # from the next speech
+    assert unheard(kept, 0.29, 25.47, speech) == 18.4  # 7 s of speech after the text's end
+    assert unheard(kept, 0.29, 18.9, speech) is None  # half a second left: nothing to do
+    assert unheard([], 0.29, 25.47, speech) is None  # no text at all: nothing to continue from
+    assert unheard(kept, 0.29, 25.47, [(0.29, 18.0), (20.0, 24.0)]) == 19.9  # from the next speech
 
 
 def test_a_segment_travels_through_the_transcript_file_unchanged():
