@@ -86,6 +86,13 @@ def hidden_from_service(path: Path) -> bool:
     return _under(path, HOME_ROOTS + TEMPORARY_ROOTS)
 
 
+def code_root() -> Path:
+    """The folder that holds AutoKR's packages: the checkout itself for ``./setup.sh``'s editable
+    install (outside the venv), site-packages otherwise. A checkout under a home folder or /tmp
+    must be bound into the service like the venv, or the service cannot import AutoKR."""
+    return Path(__file__).resolve().parents[1]
+
+
 def _installed_command() -> tuple[str, ...]:
     script = Path(sys.executable).parent / "autokr"  # the venv's console script, not resolved
     return (str(script),) if script.exists() else (sys.executable, "-m", "daemon")
@@ -99,7 +106,7 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
     for folder in (config.daemon.state_dir if state_dir_set else None, config.models.model_dir):
         if folder is not None and not folder.is_relative_to(SERVICE_STATE_DIR):
             write.append(folder)
-    read = [Path(sys.prefix), Path(sys.base_prefix).resolve(), config.path.parent, *read_paths(config)]
+    read = [Path(sys.prefix), Path(sys.base_prefix).resolve(), code_root(), config.path.parent, *read_paths(config)]
     servers = tuple(dict.fromkeys(host for host in (_host(config.jellyfin.url), _host(config.plex.url)) if host))
     return Install(
         command=_installed_command(),

@@ -365,6 +365,8 @@ def test_a_unit_rendered_for_models_under_a_home_folder_binds_them_and_the_servi
             f"Environment=HOME={home}",
         ):
             assert line in rendered.splitlines(), rendered
+        if unit.hidden_from_service(unit.code_root()):  # a checkout in a home folder or /tmp: its code too
+            assert f"BindReadOnlyPaths={unit.code_root()}" in rendered.splitlines(), rendered
         service.box.write(f"/run/systemd/system/{UNIT}.d/test.conf", rendered + "RestartSec=1\n")
         service.box.systemctl("daemon-reload")
         service.box.systemctl("start", UNIT)

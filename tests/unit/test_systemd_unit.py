@@ -152,3 +152,19 @@ def test_the_ray_backend_keeps_the_network_open_and_warns_of_a_driver_that_needs
         lines = autokr("--config", str(config), "systemd-unit").stdout.splitlines()
         assert "IPAddressDeny=any" not in lines  # the local models alone would have closed it
         assert any("PrivateTmp=yes hides from the service" in line for line in lines) == warned, address
+
+
+def test_a_checkout_in_a_home_folder_is_bound_into_the_service_with_its_venv(tmp_path, monkeypatch):
+    # ./setup.sh installs AutoKR editable: its code is the checkout, outside the venv. Cloned
+    # into ~/autokr (hidden by ProtectHome=), the service could not import AutoKR without it.
+    from daemon.config import load_config
+
+    (tmp_path / "inbox").mkdir()
+    config_file = tmp_path / "autokr.toml"
+    config_file.write_text('[daemon]\ninbox = ["inbox"]\nstate_dir = "state"\n', encoding="utf-8")
+    monkeypatch.setattr(unit, "code_root", lambda: Path("/home/someone/autokr"))
+    install = unit.install_for(load_config(config_file), state_dir_set=True)
+    assert Path("/home/someone/autokr") in install.read
+    assert "BindReadOnlyPaths=/home/someone/autokr" in unit.render_drop_in(install).splitlines()
+    monkeypatch.setattr(unit, "code_root", lambda: Path("/opt/autokr"))  # visible to the service: no bind
+    assert Path("/opt/autokr") not in unit.install_for(load_config(config_file), state_dir_set=True).read
