@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets AutoKR up in ./.venv on a new machine: ffmpeg/ffprobe (from apt when missing),
 # PyTorch, then AutoKR itself. `./setup.sh --dev` adds the test and lint tools (and Ray, which
-# the tests of the Ray backend need); `./setup.sh --ray` adds Ray alone, for [cluster] backend
+# the tests of the Ray backend need, and espeak-ng from apt, the tests' English speech); `./setup.sh --ray` adds Ray alone, for [cluster] backend
 # = "ray" (~260 MB, on the daemon's host and on every node).
 # AUTOKR_TORCH picks the PyTorch build, e.g. AUTOKR_TORCH="torch==2.13.0" (the default).
 set -euo pipefail
@@ -19,14 +19,22 @@ if [ ${#wanted[@]} -gt 0 ]; then
   extras="[$(printf '%s\n' "${wanted[@]}" | sort -u | paste -sd, -)]"
 fi
 
+packages=()
 if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
+  packages+=(ffmpeg)
+fi
+# --dev: the tests' English speech (tests/e2e/test_library.py) comes from espeak-ng.
+if [[ " ${wanted[*]-} " == *" dev "* ]] && ! command -v espeak-ng >/dev/null 2>&1; then
+  packages+=(espeak-ng)
+fi
+if [ ${#packages[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then
     sudo=""
     [ "$(id -u)" -ne 0 ] && sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq ffmpeg >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${packages[@]}" >/dev/null
   else
-    echo "setup.sh: please install ffmpeg (with ffprobe) with your package manager first" >&2
+    echo "setup.sh: please install ${packages[*]} with your package manager first (ffmpeg with ffprobe)" >&2
     exit 1
   fi
 fi

@@ -36,3 +36,26 @@ LANGUAGE_TAGS: dict[str, tuple[str, ...]] = {
 
 def language_tags(language: str) -> tuple[str, ...]:
     return LANGUAGE_TAGS.get(language, (language,))
+
+
+# English names for the languages people meet in a media library, as ``status`` words them
+# ("speech is English (p 0.97), not Japanese"); any other code is shown as it is.
+LANGUAGE_NAMES: dict[str, str] = {
+    "ja": "Japanese", "ko": "Korean", "en": "English", "zh": "Chinese", "yue": "Cantonese", "es": "Spanish",
+    "fr": "French", "de": "German", "it": "Italian", "pt": "Portuguese", "ru": "Russian", "ar": "Arabic",
+    "hi": "Hindi", "th": "Thai", "vi": "Vietnamese", "id": "Indonesian", "ms": "Malay", "tl": "Tagalog",
+    "nl": "Dutch", "pl": "Polish", "tr": "Turkish", "uk": "Ukrainian", "sv": "Swedish", "fi": "Finnish",
+    "no": "Norwegian", "da": "Danish", "cs": "Czech", "el": "Greek", "he": "Hebrew", "hu": "Hungarian",
+    "ro": "Romanian", "la": "Latin", "jw": "Javanese", "nn": "Nynorsk",
+}  # fmt: skip
+
+
+def language_name(language: str) -> str:
+    """``English`` for ``en``; a code with no name here, as it is."""
+    return LANGUAGE_NAMES.get(language, language)
+
+
+def language_code(tag: str) -> str | None:
+    """The ISO 639-1 code a media tag or file-name tag stands for (``jpn`` → ``ja``), if known."""
+    lowered = tag.strip().lower()
+    return next((code for code, tags in LANGUAGE_TAGS.items() if lowered in tags), None)

@@ -9,8 +9,10 @@ and the task on a node (``workers/remote.py``) all go through them.
 The JSON keeps the shape of every release before (a list of flat objects: ``id``, ``input``,
 ``output``; for the subtitle stage ``overwrite``, ``source_output``, ``own_subtitles``,
 ``video``, ``video_signature``; for the translate stage ``glossary`` and ``memory``, lists of
-``[source, target]`` pairs, only when not empty), so a manifest left by a killed daemon of the previous release
-still reads. A path that is not UTF-8 travels as ``\\udcXX`` escapes, which ``json`` keeps.
+``[source, target]`` pairs, only when not empty; for the extract and transcribe stages
+``spoken``, a list of language codes, and ``listen``, only when set), so a manifest left by a
+killed daemon of the previous release still reads. A path that is not UTF-8 travels as
+``\\udcXX`` escapes, which ``json`` keeps.
 The id is the job's row id as decimal text: ``contract/`` never imports ``daemon/``.
 """
 
@@ -66,6 +68,17 @@ class TranslateOrder:
 
 
 @dataclass(frozen=True)
+class AudioOrder:
+    """Which speech counts, for the extract and transcribe stages (``[library]``)."""
+
+    spoken: tuple[str, ...] = ()
+    """The spoken languages that are transcribed (ISO 639-1); empty: Japanese."""
+    listen: bool = False
+    """The chosen track is untagged: the transcribe stage checks by ear that its speech is one
+    of ``spoken`` and reports the item skipped when it is not."""
+
+
+@dataclass(frozen=True)
 class ManifestItem:
     """One video's work at one stage."""
 
@@ -76,6 +89,8 @@ class ManifestItem:
     """Read by the subtitle stage only; the default for the others."""
     translate: TranslateOrder = field(default_factory=TranslateOrder)
     """Read by the translate stage only."""
+    audio: AudioOrder = field(default_factory=AudioOrder)
+    """Read by the extract and transcribe stages."""
 
     def moved(self, input: Path, output: Path) -> ManifestItem:  # noqa: A002 - the wire's own names
         """The same work with its files elsewhere (a Ray node's temporary folder)."""
@@ -95,6 +110,10 @@ class ManifestItem:
         for name, terms in (("glossary", self.translate.glossary), ("memory", self.translate.memory)):
             if terms:
                 value[name] = [list(term) for term in terms]
+        if self.audio.spoken:
+            value["spoken"] = list(self.audio.spoken)
+        if self.audio.listen:
+            value["listen"] = True
         return value
 
     @classmethod
@@ -112,7 +131,13 @@ class ManifestItem:
             video_signature=_signature(signature) if signature else None,
         )
         translate = TranslateOrder(_terms(value.get("glossary")), _terms(value.get("memory")))
-        return cls(_text(value["id"]), Path(_text(value["input"])), Path(_text(value["output"])), order, translate)
+        spoken = value.get("spoken") or []
+        if not isinstance(spoken, list):
+            raise TypeError("spoken is not a list of language codes")
+        audio = AudioOrder(tuple(_text(language) for language in spoken), bool(value.get("listen", False)))
+        return cls(
+            _text(value["id"]), Path(_text(value["input"])), Path(_text(value["output"])), order, translate, audio
+        )
 
 
 def _object(value: object) -> dict[object, object]:

@@ -18,12 +18,13 @@ import os
 import shutil
 import stat
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from contract.errors import PermanentError, WorkerError
+from contract.languages import language_name, language_tags
 
-JAPANESE_TAGS = ("jpn", "ja", "jp", "japanese")
 # Longer than any film, concert or day-long stream recording; a container that claims more (a
 # damaged or crafted header: 10^12 s) is refused at once rather than sized for its audio.
 MAX_PLAUSIBLE_SECONDS = 48 * 3600
@@ -66,6 +67,11 @@ def as_input_url(path: Path) -> str:
     return "file:" + str(Path(path).absolute())
 
 
+UNTAGGED = ("", "und", "unk", "unknown", "mis", "zxx", "mul", "none")
+"""Language tags that say nothing about the speech: such a track is checked by ear."""
+COMMENTARY_WORDS = ("commentary", "comment", "コメンタリー", "해설")
+
+
 @dataclass(frozen=True)
 class AudioTrack:
     """One audio stream: its index among the audio streams (``0:a:N``) and its facts."""
@@ -74,6 +80,39 @@ class AudioTrack:
     language: str
     start_time: float
     codec: str
+    title: str = ""
+    default: bool = False
+    commentary: bool = False
+    """Marked as a commentary by its disposition or named so in its title."""
+
+    @property
+    def tagged(self) -> bool:
+        """Whether the container says which language the track speaks."""
+        return self.language.strip().lower() not in UNTAGGED
+
+
+@dataclass(frozen=True)
+class SubtitleTrack:
+    """One subtitle stream inside the container."""
+
+    index: int
+    language: str
+    codec: str
+    forced: bool = False
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class AudioChoice:
+    """Which audio track to transcribe, and whether its language must first be checked by ear.
+
+    ``track`` is None when every track is tagged and none speaks a language that counts: the
+    video is skipped before any model runs (``reason`` says why)."""
+
+    track: AudioTrack | None
+    listen: bool = False
+    """The track is untagged: the transcribe worker checks its speech (``workers/language_id.py``)."""
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,21 +122,58 @@ class MediaInfo:
     video_start_time: float | None
     video_duration: float | None = None
     """The video stream's own length (its DURATION tag or stream duration), when known."""
+    subtitle_tracks: tuple[SubtitleTrack, ...] = ()
 
-    def choose_audio(self) -> AudioTrack:
-        """The first Japanese-tagged track, else the first audio track."""
+    def choose_audio(self, spoken: Sequence[str] = ("ja",)) -> AudioTrack:
+        """The track to transcribe: ``audio_choice``'s, or (nothing speaks a language that
+        counts: ``autokr retry --force`` asked for it anyway) the default track."""
+        choice = self.audio_choice(spoken)
+        if choice.track is not None:
+            return choice.track
+        return _preferred(self.audio_tracks)
+
+    def audio_choice(self, spoken: Sequence[str] = ("ja",)) -> AudioChoice:
+        """Which track speaks one of ``spoken`` (ISO 639-1 codes, ``ja``).
+
+        A track tagged with one of them wins (the default one among several, commentaries
+        last); else an untagged track (the same preference), to be checked by ear; a video whose
+        tracks are all tagged, none in ``spoken``, gets no track and a reason.
+
+        Raises:
+            PermanentError: the file has no audio track at all.
+        """
         if not self.audio_tracks:
             raise PermanentError("the file has no audio track")
-        for track in self.audio_tracks:
-            if track.language.lower() in JAPANESE_TAGS:
-                return track
-        return self.audio_tracks[0]
+        tags = {tag for language in spoken for tag in language_tags(language)}
+        speaking = [track for track in self.audio_tracks if track.language.strip().lower() in tags]
+        if speaking:
+            return AudioChoice(_preferred(speaking))
+        untagged = [track for track in self.audio_tracks if not track.tagged]
+        if untagged:
+            return AudioChoice(_preferred(untagged), listen=True)
+        named = ", ".join(dict.fromkeys(track.language.strip().lower() for track in self.audio_tracks))
+        wanted = " or ".join(language_name(language) for language in spoken)
+        return AudioChoice(None, reason=f"no {wanted} audio ({named})")
+
+    def subtitles_in(self, language: str, forced_counts: bool = False) -> list[SubtitleTrack]:
+        """The subtitle streams tagged ``language`` (forced-only ones when ``forced_counts``)."""
+        tags = language_tags(language)
+        return [
+            track
+            for track in self.subtitle_tracks
+            if track.language.strip().lower() in tags and (forced_counts or not track.forced)
+        ]
 
     def audio_offset(self, track: AudioTrack) -> float:
         """Seconds from the video's start to the track's first sample (kept, not dropped)."""
         if self.video_start_time is None:
             return 0.0
         return round(track.start_time - self.video_start_time, 3)
+
+
+def _preferred(tracks: Sequence[AudioTrack]) -> AudioTrack:
+    """Of ``tracks``: not a commentary before a commentary, then the default one, then the first."""
+    return min(tracks, key=lambda track: (track.commentary, not track.default, track.audio_index))
 
 
 def _float(value: object, default: float = 0.0) -> float:
@@ -143,17 +219,35 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
     if not streams:
         raise PermanentError("not a readable video (no audio or video streams)")
     audio_tracks: list[AudioTrack] = []
+    subtitle_tracks: list[SubtitleTrack] = []
     video_start: float | None = None
     video_duration: float | None = None
     for stream in streams:
         kind = stream.get("codec_type")
+        tags = {str(key).lower(): str(value) for key, value in (stream.get("tags") or {}).items()}
+        disposition = stream.get("disposition") or {}
+        title = tags.get("title", "")
         if kind == "audio":
             audio_tracks.append(
                 AudioTrack(
                     audio_index=len(audio_tracks),
-                    language=str(stream.get("tags", {}).get("language", "und")),
+                    language=tags.get("language", "und"),
                     start_time=_float(stream.get("start_time")),
                     codec=str(stream.get("codec_name", "?")),
+                    title=title,
+                    default=bool(disposition.get("default")),
+                    commentary=bool(disposition.get("comment"))
+                    or any(word in title.lower() for word in COMMENTARY_WORDS),
+                )
+            )
+        elif kind == "subtitle":
+            subtitle_tracks.append(
+                SubtitleTrack(
+                    index=len(subtitle_tracks),
+                    language=tags.get("language", "und"),
+                    codec=str(stream.get("codec_name", "?")),
+                    forced=bool(disposition.get("forced")),
+                    title=title,
                 )
             )
         elif kind == "video" and video_start is None and not stream.get("disposition", {}).get("attached_pic"):
@@ -166,7 +260,7 @@ def probe(path: Path, timeout: float = 60.0) -> MediaInfo:
             f"not a plausible video: its container claims {duration / 3600:.0f} hours (AutoKR takes videos of up "
             f"to {MAX_PLAUSIBLE_SECONDS // 3600} hours); remux it (ffmpeg -i IN -c copy OUT) if it is a real one"
         )
-    return MediaInfo(duration, tuple(audio_tracks), video_start, video_duration)
+    return MediaInfo(duration, tuple(audio_tracks), video_start, video_duration, tuple(subtitle_tracks))
 
 
 def _clock(value: object) -> float:

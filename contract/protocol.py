@@ -85,7 +85,11 @@ class StageDone:
     note: str | None = None
     """Why nothing was written although the stage succeeded (no speech in the video)."""
     skipped: str | None = None
-    """Why the last stage refused to write (a subtitle AutoKR must not replace is there)."""
+    """Why the stage ends the job skipped: the last stage refused to write (a subtitle AutoKR
+    must not replace is there), or the transcribe stage heard speech in another language."""
+    language: str | None = None
+    """The transcribe stage, on an untagged track: the spoken language it heard (ISO 639-1)."""
+    language_probability: float | None = None
     model: str | None = None
     engine: str | None = None
     decoding: str | None = None
@@ -114,6 +118,8 @@ class StageDone:
             fallback_lines=int(facts.get("fallback_lines") or 0),
             fallback_model=facts.get("fallback_model") or None,
             terms=tuple((str(source), str(target)) for source, target in facts.get("terms") or ()),
+            language=facts.get("language") or None,
+            language_probability=facts.get("language_probability"),
         )
 
 
@@ -142,7 +148,12 @@ def _check_facts(kind: str, facts: dict[str, Any]) -> None:
         written = facts.get("written", [])
         if not isinstance(written, list) or not all(isinstance(path, str) for path in written):
             raise MalformedEvent("a done event's written must be a list of paths")
-        for name in ("note", "skipped", "model", "decoding", "engine", "node", "fallback_model"):
+        probability = facts.get("language_probability")
+        if probability is not None and (
+            isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 <= probability <= 1
+        ):
+            raise MalformedEvent("a done event's language_probability must be a number from 0 to 1")
+        for name in ("note", "skipped", "model", "decoding", "engine", "node", "fallback_model", "language"):
             if facts.get(name) is not None and not isinstance(facts[name], str):
                 raise MalformedEvent(f"a done event's {name} must be text")
         for name in ("batch_size", "fallback_lines"):

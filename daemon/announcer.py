@@ -403,22 +403,36 @@ def announcer_key(config: Config) -> tuple[object, ...]:
     return (config.jellyfin, config.plex, config.notify, tuple(keys))
 
 
+def server_from_config(config: Config, name: str) -> Jellyfin | Plex | None:
+    """The media server ``name`` (``jellyfin``, ``plex``) as configured, or None when it is not.
+
+    Raises:
+        ConfigError: its key file cannot be read.
+    """
+    if name == "jellyfin" and config.jellyfin.url:
+        settings = config.jellyfin
+        return Jellyfin(
+            settings.url, read_secret(settings.api_key, settings.api_key_file, "[jellyfin] api_key_file"),
+            settings.path_map,
+        )  # fmt: skip
+    if name == "plex" and config.plex.url:
+        token = read_secret(config.plex.token, config.plex.token_file, "[plex] token_file")
+        return Plex(config.plex.url, token, config.plex.path_map)
+    return None
+
+
 def senders_for(config: Config) -> tuple[Senders, list[str]]:
     """What ``config`` says to tell, and why any of it cannot be (an unreadable key file)."""
     senders: Senders = {}
     problems = []
-    servers = (
-        ("jellyfin", Jellyfin, config.jellyfin.url, config.jellyfin.api_key, config.jellyfin.api_key_file,
-         "api_key_file", config.jellyfin.path_map),
-        ("plex", Plex, config.plex.url, config.plex.token, config.plex.token_file, "token_file", config.plex.path_map),
-    )  # fmt: skip
-    for name, kind, url, key, key_file, file_setting, path_map in servers:
-        if not url:
-            continue
+    for name in ("jellyfin", "plex"):
         try:
-            senders[name] = kind(url, read_secret(key, key_file, f"[{name}] {file_setting}"), path_map)
+            server = server_from_config(config, name)
         except ConfigError as error:
             problems.append(f"{name.capitalize()} is not told: {'; '.join(error.problems)}")
+            continue
+        if server is not None:
+            senders[name] = server
     if config.notify.urls:
         notifications = Notifications(config.notify.urls)
         if notifications.invalid:

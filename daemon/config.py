@@ -17,7 +17,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from contract.languages import NLLB_CODES
+from contract.languages import LANGUAGE_TAGS, NLLB_CODES
 from contract.models import is_path, resolve_setting
 from daemon.errors import ConfigError
 from daemon.settings import (
@@ -52,6 +52,8 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+LISTEN_PATTERN = re.compile(r"^(?:\[(?P<v6>[0-9a-fA-F:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})$")
 
 CONFIG_PLACES = ("config/autokr.toml", "~/.config/autokr/autokr.toml", "/etc/autokr/autokr.toml")
 """Where the config is looked for (after ``--config`` and ``$AUTOKR_CONFIG``), in this order."""
@@ -211,6 +213,13 @@ def _validate(config: Config, problems: list[str], need_inbox: bool, need_state_
     for section, key in (("jellyfin", "api_key"), ("plex", "token")):
         _validate_server(getattr(config, section), section, key, problems)
     _validate_llm(config, problems)
+    _validate_web(config, problems)
+    unknown = [language for language in config.library.spoken_languages if language not in LANGUAGE_TAGS]
+    if unknown:
+        problems.append(
+            f"[library] spoken_languages: {unknown[0]!r} is not a language code AutoKR knows "
+            f"({', '.join(sorted(LANGUAGE_TAGS))})"
+        )
     for name in ("source", "target"):
         if getattr(languages, name) not in NLLB_CODES:
             known = ", ".join(sorted(NLLB_CODES))
@@ -281,6 +290,33 @@ def _validate_llm(config: Config, problems: list[str]) -> None:
         problems.append(f"[llm] register must be one of {', '.join(REGISTERS)}, not {llm.register!r}")
     if not llm.fallback.strip():
         problems.append(f'[llm] fallback must name an NLLB model, or be "{NO_FALLBACK}"')
+
+
+def listen_address(listen: str) -> tuple[str, int] | None:
+    """``127.0.0.1:8787`` → ("127.0.0.1", 8787); ``[::1]:8787`` → ("::1", 8787); None if malformed."""
+    match = LISTEN_PATTERN.match(listen)
+    if not match:
+        return None
+    host = match.group("v6") or match.group("host")
+    port = int(match.group("port"))
+    return (host, port) if 0 < port < 65536 else None
+
+
+def _validate_web(config: Config, problems: list[str]) -> None:
+    web = config.web
+    if not web.listen:
+        if web.token or web.token_file:
+            problems.append("[web] token is set but listen is not: set listen (127.0.0.1:8787), or remove the token")
+        return
+    if listen_address(web.listen) is None:
+        problems.append(f'[web] listen must be an address and a port such as "127.0.0.1:8787", not {web.listen!r}')
+    if bool(web.token) == bool(web.token_file):
+        problems.append("[web] needs exactly one of token and token_file: every request must carry the secret")
+    if web.token and (_inner_blank_or_control(web.token) or len(web.token) < 16):
+        problems.append(
+            "[web] token must be at least 16 characters with no space or control character "
+            "(make one: openssl rand -hex 24)"
+        )
 
 
 def _key_file(file: str, base: Path) -> str:
@@ -368,6 +404,7 @@ def load_config(path: Path | None = None, need_inbox: bool = True, need_state_di
         ),
         jellyfin=replace(config.jellyfin, api_key_file=_key_file(config.jellyfin.api_key_file, base)),
         plex=replace(config.plex, token_file=_key_file(config.plex.token_file, base)),
+        web=replace(config.web, token_file=_key_file(config.web.token_file, base)),
     )  # fmt: skip
     if config.daemon.video_extensions and all(isinstance(e, str) for e in config.daemon.video_extensions):
         lowered = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in config.daemon.video_extensions)

@@ -109,6 +109,16 @@ class StabilityTracker:
         if known is None or (known.size, known.mtime_ns) != (status.st_size, status.st_mtime_ns):
             self.pending[path] = Observation(status.st_size, status.st_mtime_ns, self.clock())
 
+    def vouch(self, path: Path) -> None:
+        """Someone who knows says ``path`` is complete (Sonarr's import, a server playing it):
+        it is ready at the next look, if it is still as it is now."""
+        try:
+            status = path.stat()
+        except OSError:
+            self.pending.pop(path, None)
+            return
+        self.pending[path] = Observation(status.st_size, status.st_mtime_ns, self.clock() - self.stable_seconds)
+
     def forget(self, path: Path) -> None:
         self.pending.pop(path, None)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import http.client
 import json
 import os
 import shutil
@@ -27,7 +28,8 @@ from daemon import stages
 from daemon.announcer import Notifications, senders_for
 from daemon.availability import HUB, hub_reachable, model_setting
 from daemon.cluster import ask_cluster
-from daemon.config import Config
+from daemon.config import Config, listen_address, read_secret
+from daemon.errors import ConfigError
 from daemon.media_servers import MediaServer, ServerError
 from daemon.runner import ask_worker
 from daemon.settings import LLM
@@ -306,10 +308,43 @@ def check_llm(config: Config) -> Iterator[Check]:
     yield Check(name, True, f"{llm.url}, {llm.model}: {held}")
 
 
+def check_web(config: Config) -> Iterator[Check]:
+    """``[web] listen``: the secret can be read, and the running daemon answers with it there."""
+    web = config.web
+    if not web.listen:
+        return
+    name = f"webhooks on {web.listen}"
+    try:
+        token = read_secret(web.token, web.token_file, "[web] token_file")
+    except ConfigError as error:
+        yield Check(name, False, "; ".join(error.problems), "fix [web] token_file or its permissions", True)
+        return
+    address = listen_address(web.listen)
+    assert address is not None
+    host, port = address
+    connection = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        connection.request("GET", "/api/v1/health", headers={"Authorization": f"Bearer {token}"})
+        answer = connection.getresponse()
+        answer.read(4096)
+    except OSError as error:
+        detail = f"nothing answers ({error.strerror or type(error).__name__})"
+        yield Check(name, False, detail, "start the daemon (systemctl start autokr); its log says why it cannot listen")
+        return
+    finally:
+        connection.close()
+    if answer.status == 401:
+        yield Check(name, False, "AutoKR answers but refuses the [web] token", "reload it: systemctl reload autokr")
+        return
+    ok = answer.status == 200
+    detail = "AutoKR answers and takes the token" if ok else f"something else answers there (HTTP {answer.status})"
+    yield Check(name, ok, detail, "" if ok else "choose another [web] listen address")
+
+
 def run_checks(config: Config, state_dir_set: bool) -> list[Check]:
     checks = [*check_tools(config), *check_folders(config), *check_inotify(config), *check_cluster(config)]
     device, chosen = check_device(config)
-    checks += [device, *check_models(config, chosen), *check_llm(config), *check_servers(config)]
+    checks += [device, *check_models(config, chosen), *check_llm(config), *check_servers(config), *check_web(config)]
     checks += [*check_unit(config, state_dir_set)]
     return checks
 

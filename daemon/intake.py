@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -21,17 +22,37 @@ from loguru import logger
 
 from contract.errors import PermanentError, WorkerError
 from contract.files import file_signature
-from contract.media import probe
+from contract.languages import language_code, language_name
+from contract.media import MediaInfo, probe
+from contract.protocol import printable
 from contract.subtitles import existing_sidecars
 from daemon import discovery, stages
 from daemon.announcer import Teller
 from daemon.config import Config
 from daemon.errors import StorePaused
-from daemon.jobs import Job, JobState
+from daemon.hooks import PLAY, Hook
+from daemon.jobs import UNCHECKED, AudioFacts, Job, JobState
+from daemon.scheduler import following
 from daemon.store import Store
 from daemon.watcher import InboxWatcher
 
 PROMOTIONS_PER_TURN = 25  # bounds the ffprobe calls per turn, so a burst cannot stall the loop
+MAX_WANTED = 1000  # play requests for files not yet jobs, remembered until they are
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_size, status.st_mtime_ns
+
+
+def _video_names(folder: Path, extensions: tuple[str, ...]) -> list[str]:
+    try:
+        return [name for name in os.listdir(folder) if discovery.is_video_name(name, extensions)]
+    except OSError:
+        return []
 
 
 class Intake:
@@ -56,6 +77,10 @@ class Intake:
         self.watcher = InboxWatcher(config.daemon.inbox, wake, monotonic)
         self.next_scan_at = 0.0
         self.unusable_seen: set[tuple[str, int, int, str]] = set()  # problems already logged
+        self.wanted: dict[str, float] = {}
+        """Paths someone asked for first (a play webhook) before they were jobs: path → when."""
+        self.hooks: queue.SimpleQueue[Hook] = queue.SimpleQueue()
+        """Webhooks' requests, from the listener's thread (``daemon/web.py``)."""
 
     def start(self) -> None:
         self.watcher.start()
@@ -73,7 +98,19 @@ class Intake:
         self.next_scan_at = 0.0
 
     def turn(self) -> None:
-        """The paths inotify reported, a scan when one is due, and the files now stable."""
+        """Webhooks' requests, the paths inotify reported, a scan when one is due, and the
+        files now stable."""
+        while True:
+            try:
+                hook = self.hooks.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                self._hooked(hook)
+            except StorePaused:
+                raise
+            except Exception as error:  # noqa: BLE001 - one odd request must never stop the daemon
+                logger.warning("{} webhook for {}: {}", hook.service, hook.path, _describe_path_problem(error))
         self.watcher.check()
         for path in self.watcher.drain():
             self.consider(path)
@@ -113,6 +150,35 @@ class Intake:
         ):
             return
         self.tracker.observe(path)
+
+    def _hooked(self, hook: Hook) -> None:
+        """A webhook's video (in an inbox: ``daemon/web.py`` checked): an import is looked at
+        now rather than at the next scan (inotify does not fire on NFS or SMB shares); a play
+        puts the video, and the next episode in its folder, before every other waiting video."""
+        targets = [hook.path]
+        if hook.kind == PLAY:
+            names = _video_names(hook.path.parent, self.config.daemon.video_extensions)
+            after = following(hook.path.name, names)
+            if after is not None:
+                targets.append(hook.path.parent / after)
+        now = self.store.clock()
+        for path in targets:
+            known = self.store.find(str(path))
+            unchanged = known is not None and known.signature == _signature(path)
+            if known is not None and unchanged and known.state in (JobState.QUEUED, JobState.RUNNING):
+                if hook.kind == PLAY and not known.priority:
+                    self.store.prioritize([known.id], now)
+                    logger.info("{} is being watched: {} goes first", hook.path.name, path.name)
+                continue
+            if known is not None and unchanged and known.state != JobState.DROPPED:
+                continue  # done, skipped or failed: a play is no reason to redo it
+            if hook.kind == PLAY:
+                if len(self.wanted) >= MAX_WANTED:
+                    self.wanted.pop(next(iter(self.wanted)))
+                self.wanted[str(path)] = now
+            self._look_at(path.absolute())
+            if path in self.tracker.pending:
+                self.tracker.vouch(path)
 
     def _unusable(self, path: Path, reason: str) -> None:
         """Records ``path`` as ``failed`` with ``reason`` and logs it, once: the same problem
@@ -185,20 +251,20 @@ class Intake:
         own = known.facts.subtitles.get(str(target)) if known else None
         theirs = [
             sidecar
-            for sidecar in existing_sidecars(stable.path, languages.target)
+            for sidecar in existing_sidecars(stable.path, languages.target, self.config.library.forced_subtitles_count)
             if sidecar != target or own is None or list(own) != file_signature(target)
         ]
         if theirs:
-            note = f"{theirs[0].name} already exists"
-            self.store.add(path, stable.size, stable.mtime_ns, state=JobState.SKIPPED, note=note)
-            logger.info("skipped {}: {}", path, note)
+            shown = theirs[0].relative_to(stable.path.parent)
+            self._skip(stable, f"has a {language_name(languages.target)} subtitle: {shown}")
             return
         folder_problem = _unwritable(stable.path.parent)
         if folder_problem:
             self._unusable(stable.path, folder_problem)
             return
         try:
-            probe(stable.path)
+            info = probe(stable.path)
+            verdict = self._verdict(info)
         except PermanentError as error:
             self.store.add(path, stable.size, stable.mtime_ns, state=JobState.FAILED, error=str(error))
             logger.warning("{}: {}", path, error)
@@ -208,8 +274,40 @@ class Intake:
             logger.warning("cannot check {} yet ({}); will look again", path, error)
             self.tracker.observe(stable.path)
             return
-        job = self.store.add(path, stable.size, stable.mtime_ns)
+        if isinstance(verdict, str):
+            self._skip(stable, verdict)
+            return
+        job = self.store.add(path, stable.size, stable.mtime_ns, audio=verdict, priority=self.wanted.pop(path, 0.0))
         logger.info("{} {} (job {})", "restarting changed" if replaced else "queued", path, job.id)
+
+    def _skip(self, stable: discovery.StableFile, note: str) -> None:
+        path = str(stable.path)
+        self.wanted.pop(path, None)
+        self.store.add(path, stable.size, stable.mtime_ns, state=JobState.SKIPPED, note=note)
+        logger.info("skipped {}: {}", path, note)
+
+    def _verdict(self, info: MediaInfo) -> AudioFacts | str:
+        """What the container says: why the video is skipped (a subtitle in the target language
+        inside it, no track in a spoken language that counts), or its track's language (tagged,
+        or to be checked by ear).
+
+        Raises:
+            PermanentError: it has no audio track.
+        """
+        library, target = self.config.library, self.config.languages.target
+        inside = info.subtitles_in(target, library.forced_subtitles_count)
+        if inside:
+            track = inside[0]
+            what = f"{track.codec}{', ' + printable(track.title) if track.title else ''}"
+            return f"has a {language_name(target)} subtitle inside the video (subtitle track {track.index + 1}, {what})"
+        choice = info.audio_choice(self.config.spoken_languages)
+        if choice.track is None:
+            return choice.reason
+        if choice.listen:
+            if library.check_untagged_audio:
+                return AudioFacts(choice.track.language.strip().lower() or "und", UNCHECKED)
+            return AudioFacts(self.config.spoken_languages[0], "assumed")
+        return AudioFacts(language_code(choice.track.language) or choice.track.language, "tag")
 
 
 def _unwritable(folder: Path) -> str | None:

@@ -37,7 +37,7 @@ class JobState(str, enum.Enum):
     DONE = "done"
     FAILED = "failed"
     SKIPPED = "skipped"
-    """a subtitle AutoKR must not replace was already there"""
+    """not AutoKR's to subtitle: a Korean subtitle is already there, or the speech is not Japanese"""
     DROPPED = "dropped"
     """the video vanished before it was done"""
 
@@ -90,6 +90,37 @@ class StageRecord:
 Signature = tuple[int, int]
 """A file's (size, mtime_ns): AutoKR's own subtitle is one whose signature still matches."""
 
+UNCHECKED = "unchecked"
+
+
+@dataclass(frozen=True)
+class AudioFacts:
+    """What AutoKR knows of the spoken language of the track it transcribes."""
+
+    language: str
+    """ISO 639-1 (``ja``), or the container's tag as it is (``und``) while unchecked."""
+    by: str
+    """``tag`` (the container says so), ``ear`` (Whisper's language detection) or ``unchecked``
+    (untagged; the transcribe stage listens first)."""
+    probability: float | None = None
+    """By ear: the combined probability of ``language`` over the sampled speech."""
+
+    def to_json(self) -> JsonObject:
+        value: JsonObject = {"language": self.language, "by": self.by}
+        if self.probability is not None:
+            value["probability"] = round(self.probability, 3)
+        return value
+
+    @classmethod
+    def from_json(cls, value: object) -> AudioFacts | None:
+        if not isinstance(value, dict) or not isinstance(value.get("language"), str):
+            return None
+        probability = value.get("probability")
+        return cls(
+            value["language"], str(value.get("by", "tag")),
+            float(probability) if isinstance(probability, int | float) else None,
+        )  # fmt: skip
+
 
 @dataclass(frozen=True)
 class JobFacts:
@@ -107,6 +138,8 @@ class JobFacts:
     """(source, target) as the config said when the job's first stage started: its later
     stages keep them, so a reload that changes ``[languages]`` applies to jobs that start after
     it (Korean text is never written as ``Video.en.srt``)."""
+    audio: AudioFacts | None = None
+    """The spoken language of the track AutoKR transcribes: tagged, heard, or still unchecked."""
 
     @classmethod
     def from_json(cls, text: str | None) -> JobFacts:
@@ -118,6 +151,7 @@ class JobFacts:
             subtitles_for=(int(written_for[0]), int(written_for[1])) if written_for else None,
             memory_levels={stage: int(level) for stage, level in value.get("memory_levels", {}).items()},
             languages=(str(value["languages"][0]), str(value["languages"][1])) if value.get("languages") else None,
+            audio=AudioFacts.from_json(value.get("audio")),
         )
 
     def to_json(self) -> str:
@@ -132,6 +166,8 @@ class JobFacts:
             value["memory_levels"] = self.memory_levels
         if self.languages is not None:
             value["languages"] = list(self.languages)
+        if self.audio is not None:
+            value["audio"] = self.audio.to_json()
         return json.dumps(value)  # ASCII escapes: a name that is not UTF-8 survives (\udcXX)
 
     def kept_for_new_content(self) -> JobFacts:
@@ -172,6 +208,14 @@ class Job:
     facts: JobFacts
     created_at: float
     updated_at: float
+    priority: float = 0.0
+    """When someone asked for this video first (a play webhook); 0: not asked. The scheduler
+    takes asked-for videos before the rest (``daemon/scheduler.py``)."""
+
+    @property
+    def listen_first(self) -> bool:
+        """The transcribe stage checks the speech's language before transcribing it."""
+        return self.facts.audio is not None and self.facts.audio.by == UNCHECKED and not self.force
 
     @property
     def signature(self) -> Signature:
@@ -203,5 +247,7 @@ class Job:
             "attempts": self.attempts,
             "stderr_tail": self.stderr_tail,
             "models": self.facts.models_by_suffix(),
+            "audio_language": self.facts.audio.to_json() if self.facts.audio else None,
+            "priority": self.priority or None,
             "updated_at": self.updated_at,
         }

@@ -212,6 +212,15 @@ class Jellyfin:
         updates = [{"Path": map_path(change.subtitle, self.path_map), "UpdateType": change.kind} for change in changes]
         self._call("POST", "/Library/Media/Updated", {"Updates": updates})
 
+    def item_path(self, item: str) -> str | None:
+        """The file of item ``item`` as Jellyfin sees it (a webhook names only the item)."""
+        query = f"/Items?Ids={urllib.parse.quote(item, safe='')}&Fields=Path"
+        found = _json("Jellyfin", self._call("GET", query), dict)
+        items = found.get("Items")
+        first = items[0] if isinstance(items, list) and items and isinstance(items[0], dict) else {}
+        path = first.get("Path")
+        return path if isinstance(path, str) and path else None
+
     def check(self, probe_path: str) -> list[str]:
         _json("Jellyfin", self._call("GET", "/System/Info"), dict)
         folders = _json("Jellyfin", self._call("GET", "/Library/VirtualFolders"), list)
@@ -273,6 +282,16 @@ class Plex:
             raise Unreachable(f"Plex has no library holding {mapped}; check [plex] path_map")
         # The folder's bytes as the file system has them (a Shift-JIS name is not UTF-8).
         self._get(f"/library/sections/{section}/refresh?path={urllib.parse.quote(os.fsencode(mapped), safe='')}")
+
+    def item_path(self, item: str) -> str | None:
+        """The file of the item with ratingKey ``item`` as Plex sees it (``<Part file="…">``)."""
+        try:
+            container = ElementTree.fromstring(self._get(f"/library/metadata/{urllib.parse.quote(item, safe='')}"))
+        except ElementTree.ParseError:
+            raise Unreachable("Plex did not answer as Plex does (not its item); check its url") from None
+        part = next(container.iter("Part"), None)
+        file = part.get("file") if part is not None else None
+        return file or None
 
     def check(self, probe_path: str) -> list[str]:
         mapped = map_path(probe_path, self.path_map)

@@ -13,7 +13,7 @@ import sqlite_utils
 from contract.pipeline import STAGES
 from contract.protocol import JsonObject
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -93,6 +93,12 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """``priority``: when someone asked for a video first (a play webhook, ``daemon/web.py``);
+    0 for every video a release before recorded."""
+    db.execute("ALTER TABLE jobs ADD COLUMN priority REAL NOT NULL DEFAULT 0")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
-    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5,
+    1: _migration_1, 2: _migration_2, 3: _migration_3, 4: _migration_4, 5: _migration_5, 6: _migration_6,
 }  # fmt: skip

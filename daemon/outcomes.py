@@ -20,7 +20,7 @@ from daemon import stages
 from daemon.announcer import Teller, minutes
 from daemon.cohort import CohortRunner, Ending
 from daemon.config import Config
-from daemon.jobs import Job, JobId, JobState, Signature, StageRecord
+from daemon.jobs import AudioFacts, Job, JobId, JobState, Signature, StageRecord
 from daemon.media_servers import Change
 from daemon.series import SeriesMemory, series_folder
 from daemon.store import Store
@@ -61,6 +61,8 @@ class Outcomes:
         job, stage = self.jobs[job_id], self.cohort.stage
         last = stage == LAST_STAGE
         written = [Path(path) for path in result.written] if last else [self.cohort.items[job_id].output]
+        if result.skipped and not last:  # heard speech in another language: nothing was written
+            written = []
         missing = [str(path) for path in written if not path.exists()]
         if missing:
             failed(self.config, self.store, self.teller, job, f"worker reported success but {missing[0]} is missing")
@@ -76,21 +78,23 @@ class Outcomes:
             # Still AutoKR's own (untouched since): kept, so a later run may replace them.
             subtitles = {path: sig for path, sig in job.facts.subtitles.items() if _signature(Path(path)) == sig}
             subtitles.update({str(path): sig for path in written if (sig := _signature(path)) is not None})
-        skipped = result.skipped if last else None
+        skipped = result.skipped
+        heard = AudioFacts(result.language, "ear", result.language_probability) if result.language else None
         if not self.store.complete_stage(
             job, record, subtitles, subtitles_for=job.signature if last and written else None,
-            note=skipped or result.note, skipped=bool(skipped),
+            note=skipped or result.note, skipped=bool(skipped), audio=heard,
         ):  # fmt: skip
             return  # the job was reset meanwhile (file replaced): this result is stale
         if result.terms:
             self._remember(job, result.terms)
+        if skipped:
+            stages.remove_work_files(self.config, job.id)
+            logger.info("skipped {}: {}", job.path, skipped)
+            return
         if not last:
             logger.info("{}: {} complete", job.path, stage)
             return
         stages.remove_work_files(self.config, job.id)
-        if skipped:
-            logger.info("skipped {}: {}", job.path, skipped)
-            return
         if not written:  # no speech in this content: AutoKR's subtitle of older content must go
             remove_stale_subtitles(self.store, self.teller, job)
         names = ", ".join(path.name for path in written)

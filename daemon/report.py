@@ -54,6 +54,12 @@ def summary(store: Store) -> str:
     lines = [
         f"{total} video(s): " + ", ".join(f"{counts[state]} {state.value}" for state in order if counts.get(state))
     ]
+    if counts.get(JobState.SKIPPED):
+        kinds: dict[str, int] = {}
+        for note in store.skipped_notes():
+            kind = skip_kind(note)
+            kinds[kind] = kinds.get(kind, 0) + 1
+        lines.append("skipped: " + ", ".join(f"{number} {kind}" for kind, number in sorted(kinds.items())))
     waiting = store.queued_by_stage()
     if waiting:
         lines.append("waiting: " + ", ".join(f"{waiting[stage]} to {stage}" for stage in STAGES if waiting.get(stage)))
@@ -67,6 +73,17 @@ def summary(store: Store) -> str:
         lines += [f"  {job.id}  {printable(Path(job.path).name)}: {printable(job.error)}" for job in failed]
     lines.append("(autokr status --all lists every video; --state failed, or a folder, lists some)")
     return "\n".join(lines)
+
+
+def skip_kind(note: str) -> str:
+    """A skipped video's reason without its particulars, for the summary's counts: ``has a
+    Korean subtitle: Video.kor.ass`` → ``has a Korean subtitle``, ``speech is English (p 0.97),
+    not Japanese`` → ``speech not Japanese``."""
+    if note.startswith("speech is ") and ", not " in note:
+        return "speech not " + note.rsplit(", not ", 1)[1]
+    if note.endswith(" already exists") or " already exists;" in note:  # before release 25's wording
+        return "has a subtitle already"
+    return printable(note.split(":", 1)[0].split(" (", 1)[0]) or "no reason given"
 
 
 def one_line(text: str | None) -> str:

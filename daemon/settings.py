@@ -115,6 +115,37 @@ class LanguageSettings:
 
 
 @dataclass(frozen=True)
+class LibrarySettings:
+    """Pointed at a whole library: which videos are AutoKR's to subtitle (docs/library.md)."""
+
+    spoken_languages: tuple[str, ...] = field(default=(), metadata={"type": "strings"})
+    """The spoken languages that are transcribed (ISO 639-1); empty: ``[languages] source``. A
+    video whose audio tracks are all tagged with other languages is skipped before any model runs."""
+    check_untagged_audio: bool = field(default=True, metadata={"type": "bool"})
+    """An untagged (``und``) track is listened to first (Whisper's language detection on speech
+    sampled across the whole video); a video whose speech is not one of ``spoken_languages`` is
+    skipped. false: an untagged track is transcribed as it is."""
+    forced_subtitles_count: bool = field(default=False, metadata={"type": "bool"})
+    """Whether a forced-only Korean subtitle (signs and songs) means the video already has one."""
+
+
+@dataclass(frozen=True)
+class WebSettings:
+    """AutoKR's one listening socket: webhooks from Jellyfin, Plex, Sonarr and Radarr, and the
+    status stream (``daemon/web.py``). Off unless ``listen`` is set."""
+
+    listen: str = field(default="", metadata={"type": "str"})
+    """``127.0.0.1:8787`` (a host name or address, and a port); empty: no socket is opened."""
+    token: str = field(default="", repr=False, metadata={"type": "str", "secret": True})
+    """The shared secret every request must carry (``Authorization: Bearer …``, or as HTTP basic
+    auth's password); or ``token_file``."""
+    token_file: str = field(default="", metadata={"type": "str"})
+    """A file holding the secret, or ``credential:NAME`` (as for Jellyfin's key)."""
+    path_map: tuple[tuple[str, str], ...] = field(default=(), metadata={"type": "pairs"})
+    """For Sonarr's and Radarr's paths: ``[["/srv/media", "/tv"]]``, AutoKR's prefix → theirs."""
+
+
+@dataclass(frozen=True)
 class JellyfinSettings:
     url: str = field(default="", metadata={"type": "str"})
     """Jellyfin's address, e.g. ``http://127.0.0.1:8096``; empty: Jellyfin is not told."""
@@ -216,7 +247,13 @@ class Config:
     notify: NotifySettings = field(default_factory=NotifySettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     llm: LlmSettings = field(default_factory=LlmSettings)
+    library: LibrarySettings = field(default_factory=LibrarySettings)
+    web: WebSettings = field(default_factory=WebSettings)
     path: Path | None = None
+
+    @property
+    def spoken_languages(self) -> tuple[str, ...]:
+        return self.library.spoken_languages or (self.languages.source,)
 
     @property
     def database_path(self) -> Path:
@@ -234,7 +271,7 @@ class Config:
 SECTIONS: dict[str, type] = {
     "daemon": DaemonSettings, "models": ModelSettings, "languages": LanguageSettings,
     "jellyfin": JellyfinSettings, "plex": PlexSettings, "notify": NotifySettings, "cluster": ClusterSettings,
-    "llm": LlmSettings,
+    "llm": LlmSettings, "library": LibrarySettings, "web": WebSettings,
 }  # fmt: skip
 CREDENTIAL_PREFIX = "credential:"
 URL_PATTERN = re.compile(r"^https?://[^/\s]+(/\S*)?$")

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from contract.files import NAME_MAX, temporary_prefix
-from contract.manifest import ManifestItem, SubtitleOrder, TranslateOrder
+from contract.manifest import AudioOrder, ManifestItem, SubtitleOrder, TranslateOrder
 from contract.manifest import worker_command as manifest_worker_command
 from contract.pipeline import STAGE
 from contract.protocol import LLM_KEY_ENV
@@ -44,18 +44,25 @@ def manifest_item(
     signature: Signature | None = None,
     own_subtitles: dict[str, Signature] | None = None,
     translate: TranslateOrder | None = None,
+    listen: bool = False,
 ) -> ManifestItem:
     """``signature``: the video's (size, mtime_ns) when it became a job; the subtitle worker
     refuses to write beside a video that no longer matches it (replaced or deleted).
     ``own_subtitles``: path → (size, mtime_ns) of each subtitle AutoKR wrote there before; the
     subtitle worker replaces a file only while it still matches (decided when it writes).
     ``force``: a person asked to replace whatever is there (``--force``).
-    ``translate``: the glossary and series memory, for the translate stage (``daemon/series.py``)."""
+    ``translate``: the glossary and series memory, for the translate stage (``daemon/series.py``).
+    ``listen``: the video's track is untagged; the transcribe stage checks its speech first."""
     work = job_work_dir(config, job_id)
     spec = STAGE[stage]
     source = work / spec.reads if spec.reads else video
     if spec.writes:
-        return ManifestItem(item_id(job_id), source, work / spec.writes, translate=translate or TranslateOrder())
+        audio = AudioOrder()
+        if stage in ("extract", "transcribe"):
+            audio = AudioOrder(config.spoken_languages, listen and stage == "transcribe")
+        return ManifestItem(
+            item_id(job_id), source, work / spec.writes, translate=translate or TranslateOrder(), audio=audio
+        )
     languages = config.languages
     order = SubtitleOrder(
         source_output=subtitle_path(video, languages.source) if config.daemon.write_source_subtitles else None,

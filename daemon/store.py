@@ -48,7 +48,7 @@ from daemon.errors import (
     StateFull,
     StoreError,
 )
-from daemon.jobs import Job, JobFacts, JobId, JobState, Signature, StageRecord
+from daemon.jobs import AudioFacts, Job, JobFacts, JobId, JobState, Signature, StageRecord
 from daemon.lock import kernel_locks
 from daemon.migrations import MIGRATIONS, SCHEMA_VERSION
 
@@ -351,11 +351,14 @@ class Store:
         error: str | None = None,
         note: str | None = None,
         force: bool = False,
+        audio: AudioFacts | None = None,
+        priority: float = 0.0,
     ) -> Job:
         """Records a new video, or starts a known path over (new content, or forced).
 
         The signatures of the subtitles AutoKR wrote for the path (``JobFacts.subtitles``) are
-        kept: they tell AutoKR's own old subtitle from one a person saved."""
+        kept: they tell AutoKR's own old subtitle from one a person saved. ``audio``: the
+        spoken language of its track as intake found it; ``priority``: someone asked for it."""
         now = self.clock()
         key = path_key(path)
         with self._write() as connection:
@@ -366,7 +369,7 @@ class Store:
             fresh = dict(
                 size=size, mtime_ns=mtime_ns, state=JobState(state).value, stage=FIRST_STAGE, progress=None, attempts=0,
                 not_before=0, runs="{}", error=error, stderr_tail=None, note=note, force=int(force),
-                facts=previous.kept_for_new_content().to_json(),
+                facts=replace(previous.kept_for_new_content(), audio=audio).to_json(), priority=priority,
             )  # fmt: skip
             if existing is None:
                 connection.execute(
@@ -382,6 +385,22 @@ class Store:
         job = self.find(path)
         assert job is not None
         return job
+
+    def prioritize(self, job_ids: Collection[JobId], when: float) -> list[Job]:
+        """Someone asked for these videos first (a play webhook): those still waiting or running
+        get ``priority`` ``when`` (the scheduler takes them before the rest); returns them."""
+        with self._write() as connection:
+            for job_id in job_ids:
+                connection.execute(
+                    "UPDATE jobs SET priority = ? WHERE id = ? AND state IN (?, ?)",
+                    (when, job_id, JobState.QUEUED.value, JobState.RUNNING.value),
+                )
+        return [job for job_id in job_ids for job in self._rows("id = ?", (job_id,)) if job.priority]
+
+    def skipped_notes(self) -> list[str]:
+        """The notes of the skipped videos (why each was skipped), for the summary's counts."""
+        cursor = self.db.execute("SELECT note FROM jobs WHERE state = ?", (JobState.SKIPPED.value,))
+        return [row[0] or "" for row in cursor.fetchall()]
 
     def recover_interrupted(self) -> list[Job]:
         """Jobs left ``running`` by a daemon that died go back to waiting at the same stage."""
@@ -446,14 +465,16 @@ class Store:
         subtitles_for: Signature | None = None,
         note: str | None = None,
         skipped: bool = False,
+        audio: AudioFacts | None = None,
     ) -> bool:
         """Marks ``job.stage`` complete (its output is durably in place); False if stale.
 
         ``record``: what ran the stage (its model). ``subtitles``: AutoKR's own subtitles for
         the path now (written by the last stage, or still untouched from before), each with its
         signature; ``subtitles_for``: the video's signature when some were written now.
-        ``skipped``: the last stage found a subtitle it must not replace; the job
-        ends ``skipped`` with ``note`` saying why.
+        ``skipped``: the stage found the video is not AutoKR's to subtitle (a subtitle it must
+        not replace, speech in another language); the job ends ``skipped`` with ``note`` saying
+        why, whatever stage it was at. ``audio``: the spoken language the stage heard.
         """
         with self._write() as connection:
             if not self._current(connection, job):
@@ -463,7 +484,9 @@ class Store:
                 facts = replace(facts, subtitles=subtitles)
             if subtitles_for is not None:
                 facts = replace(facts, subtitles_for=subtitles_for)
-            if job.stage == LAST_STAGE:
+            if audio is not None:
+                facts = replace(facts, audio=audio)
+            if job.stage == LAST_STAGE or skipped:
                 self._update(
                     connection, job.id, state=JobState.SKIPPED if skipped else JobState.DONE, progress=100.0,
                     attempts=0, error=None, stderr_tail=None, facts=facts.to_json(), note=note, force=0,

@@ -47,6 +47,7 @@ from daemon.settings import LLM
 from daemon.slots import Slot, plan_slots
 from daemon.status import Running, StatusReporter, status_line, write_problems
 from daemon.store import Store, state_space_problem
+from daemon.web import WebSide
 
 STATE_FULL_RECHECK_SECONDS = 5.0  # while paused for a full state folder, look again this often
 DELETED_CHECK_SECONDS = 1.0  # how often the running cohort's videos are checked to still exist
@@ -94,6 +95,8 @@ class Supervisor:
         self.teller = Teller(store, ())
         self.announcement_problems: list[str] = []  # shown in STATUS= (a key file that cannot be read)
         self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
+        self.web = WebSide(self.intake.hooks, self.flags.wake)  # [web] listen: webhooks, status events
+        self.published: object = None  # the counts the status stream was last sent
         self.status = StatusReporter(self.notifier, monotonic)
         self.slots: list[Slot] = []  # where workers may run, from [cluster] (at start)
         self.cluster = ClusterWatch(config, monotonic)  # the Ray backend: reachable, or paused
@@ -123,6 +126,7 @@ class Supervisor:
         self._start_announcer()
         self._guarded(lambda: self._check_models(ask_hub=True))
         self.intake.start()
+        self.web.apply(self.config)
         if not self.state_full:
             self._guarded(self.intake.scan)
         self.status.send(self._status(), READY=1)
@@ -224,6 +228,7 @@ class Supervisor:
             except StorePaused as error:  # the jobs stay "running": the next start resumes them
                 logger.warning("{}: interrupted jobs are resumed at the next start", error)
         self.intake.stop()
+        self.web.stop()
         if self.announcer is not None:
             self.announcer.stop()
         logger.info("stopped")
@@ -257,6 +262,7 @@ class Supervisor:
             self.cluster = ClusterWatch(new, self.monotonic)
             self._plan_slots()
         self._start_announcer()
+        self.web.apply(new)
         self._guarded(lambda: self._check_models(ask_hub=True))
         self.config_problem = refused
         logger.info("configuration reloaded from {}", new.path)
@@ -371,6 +377,7 @@ class Supervisor:
                 own_subtitles=job.facts.subtitles,
                 translate=translate_order(self.store, Path(job.path), config.daemon.inbox, logger.warning)
                 if llm else None,
+                listen=job.listen_first and config.library.check_untagged_audio,
             )
             for job in jobs
         }  # fmt: skip
@@ -437,13 +444,17 @@ class Supervisor:
                 )  # fmt: skip
             )
         lasting = [self.intake.watcher.problem, *self.models.blocked.values(), self.config_problem]
-        lasting += self.announcement_problems
+        lasting += [*self.announcement_problems, self.web.problem]
         lasting = [problem for problem in lasting if problem]
         if lasting != self.problems_written:
             write_problems(self.config.daemon.state_dir, lasting)
             self.problems_written = lasting
         problems = [problem for problem in (self.state_full, self.cluster.problem) if problem] + lasting
-        return status_line(self.store.counts(), running, problems, paused=bool(self.state_full))
+        counts = self.store.counts()
+        if counts != self.published:  # the status page's stream: only when something changed
+            self.published = counts
+            self.web.publish("counts", {state.value: number for state, number in counts.items()})
+        return status_line(counts, running, problems, paused=bool(self.state_full))
 
 
 @dataclass

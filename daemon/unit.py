@@ -64,6 +64,8 @@ class Install:
     home: str = ""
     """The home folder ``~`` meant when this was rendered, when the config writes a path with
     ``~``: the service (``User=autokr``) then reads the config with the same ``~``."""
+    listen: str = ""
+    """``[web] listen``: webhooks come in there (from other machines, when it is not loopback)."""
 
     @property
     def under_home(self) -> bool:
@@ -120,6 +122,7 @@ def install_for(config: Config, state_dir_set: bool) -> Install:
         allow_only=_addresses(servers) if _offline(config) else None,
         ray_address=config.cluster.address if config.cluster.backend == "ray" else "",
         home=str(Path.home()) if _uses_home(config) else "",
+        listen=config.web.listen,
     )
 
 
@@ -143,13 +146,13 @@ def read_paths(config: Config) -> list[Path]:
     """What else the service reads that the config names: model folders (or ``.pt`` files)
     given as paths, and key files that are not systemd credentials."""
     found = [Path(setting) for setting in (config.models.whisper, config.models.translator) if models.is_path(setting)]
-    files = (config.jellyfin.api_key_file, config.plex.token_file, config.llm.api_key_file)
+    files = (config.jellyfin.api_key_file, config.plex.token_file, config.llm.api_key_file, config.web.token_file)
     found += [Path(file).expanduser() for file in files if file and not file.startswith(CREDENTIAL_PREFIX)]
     return found
 
 
 def credentials_named(config: Config) -> tuple[str, ...]:
-    files = (config.jellyfin.api_key_file, config.plex.token_file, config.llm.api_key_file)
+    files = (config.jellyfin.api_key_file, config.plex.token_file, config.llm.api_key_file, config.web.token_file)
     return tuple(file[len(CREDENTIAL_PREFIX) :] for file in files if file.startswith(CREDENTIAL_PREFIX))
 
 
@@ -191,6 +194,15 @@ def network_lines(install: Install) -> list[str]:
             '# /tmp/ray, which PrivateTmp=yes hides from the service. Use address = "ray://HEAD:10001" (Ray',
             "# Client, over TCP) for AutoKR under systemd.",
         ]
+    host = install.listen.rpartition(":")[0].strip("[]")
+    if install.listen and host not in LOOPBACK and not host.startswith("127."):
+        return lines + [
+            f"# The network stays open: [web] listen = {install.listen} takes webhooks from other machines",
+            "# (Sonarr, Radarr, Plex, Jellyfin), each request authenticated by the [web] token. Listen on",
+            "# 127.0.0.1 when they all run here, and autokr systemd-unit closes the network again.",
+        ]
+    if install.listen:
+        lines.append(f"# [web] listen = {install.listen}: webhooks from this machine only (localhost is allowed).")
     if install.allow_only is None:
         if install.servers:
             lines += [
@@ -205,6 +217,9 @@ def network_lines(install: Install) -> list[str]:
         "IPAddressDeny=any",
         f"IPAddressAllow={allowed}",
     ]
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _quote(path: Path | str) -> str:

@@ -79,6 +79,8 @@ class FakeServer(Loopback):
     """Answer every request with ``302 Location: <this>``."""
     raw: tuple[int, str, bytes] | None = None
     """Answer every request with (status, content type, body)."""
+    items: dict[str, str] = field(default_factory=dict)
+    """Item id (Jellyfin) or ratingKey (Plex) → its file, as the server sees it."""
 
     @property
     def url(self) -> str:
@@ -140,6 +142,12 @@ class FakeServer(Loopback):
                 return 200, {"ServerName": "fake", "Version": "10.10.7"}
             if request.path == "/Library/VirtualFolders":
                 return 200, [{"Name": "Anime", "Locations": self.libraries}]
+            if request.path == "/Items":  # GET /Items?Ids=…&Fields=Path, as Jellyfin's API documents
+                wanted = request.query.get("Ids", [""])[0].split(",")
+                found = [
+                    {"Id": item, "Path": self.items[item], "Type": "Episode"} for item in wanted if item in self.items
+                ]
+                return 200, {"Items": found, "TotalRecordCount": len(found), "StartIndex": 0}
             return 404, None
         if request.headers.get("X-Plex-Token") != self.key:
             return 401, None
@@ -155,6 +163,15 @@ class FakeServer(Loopback):
             )
         if re.fullmatch(r"/library/sections/\d+/refresh", request.path):
             return 200, None
+        matched = re.fullmatch(r"/library/metadata/(\w+)", request.path)
+        if matched and matched.group(1) in self.items:  # an item's metadata: its Media, its Part's file
+            file = html.escape(self.items[matched.group(1)])
+            return 200, (
+                '<?xml version="1.0" encoding="UTF-8"?>\n<MediaContainer size="1">'
+                f'<Video ratingKey="{matched.group(1)}" type="episode" title="Episode">'
+                f'<Media id="1" duration="3000"><Part id="1" key="/library/parts/1/file.mkv" file="{file}" />'
+                "</Media></Video></MediaContainer>"
+            )
         return 404, None
 
     def calls(self, method: str, path: str) -> list[Request]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 
@@ -17,6 +18,8 @@ class NotifySocket:
         self.socket.bind(str(path))
         self.socket.settimeout(0.2)
         self.messages: list[str] = []
+        self.stamped: list[tuple[float, str]] = []
+        """Each message with the ``time.monotonic()`` it arrived at (the daemon's loop pace)."""
         self.running = True
         self.thread = threading.Thread(target=self._receive, daemon=True)
         self.thread.start()
@@ -24,7 +27,9 @@ class NotifySocket:
     def _receive(self) -> None:
         while self.running:
             try:
-                self.messages.append(self.socket.recv(65536).decode("utf-8"))
+                message = self.socket.recv(65536).decode("utf-8")
+                self.stamped.append((time.monotonic(), message))
+                self.messages.append(message)
             except TimeoutError:
                 continue
             except OSError:
@@ -37,3 +42,7 @@ class NotifySocket:
         self.running = False
         self.thread.join(timeout=2)
         self.socket.close()
+
+    def pings(self) -> list[float]:
+        """When each ``WATCHDOG=1`` arrived: the daemon's loop sends one a second while it turns."""
+        return [at for at, message in list(self.stamped) if "WATCHDOG=1" in message.split("\n")]

@@ -170,6 +170,15 @@ class Ct2Whisper:
         }
         log(f"loaded whisper model {folder} on {device.kind} ({compute}, CTranslate2)")
 
+    def detect(self, windows: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """Each window's languages and their probabilities (faster-whisper's ``detect_language``
+        on that window alone: one encoder pass each)."""
+        found = []
+        for window in windows:
+            _language, _probability, probabilities = self.model.detect_language(audio=window)
+            found.append(dict(probabilities))
+        return found
+
     def sequential(self, piece: np.ndarray) -> list[Segment]:
         """faster-whisper's own sliding-window transcription of one piece of audio."""
         segments, _info = self.model.transcribe(piece, **self.options)

@@ -88,7 +88,7 @@ def check_padding_and_space(info: MediaInfo, padding: float, output: Path) -> No
 
 def extract(item: ManifestItem, progress: ProgressCallback) -> Facts:
     info = probe(item.input)
-    track = info.choose_audio()
+    track = info.choose_audio(item.audio.spoken or ("ja",))
     offset = info.audio_offset(track)
     item.output.parent.mkdir(parents=True, exist_ok=True)
     timeline_start = info.video_start_time if info.video_start_time is not None else track.start_time

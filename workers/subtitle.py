@@ -31,6 +31,7 @@ from contract.files import (
     write_descriptor,
 )
 from contract.manifest import ManifestItem, SubtitleOrder
+from contract.languages import language_name
 from contract.subtitles import existing_sidecars
 from workers.common import (
     Facts,
@@ -125,7 +126,8 @@ def write_subtitles(item: ManifestItem, progress: ProgressCallback) -> Facts:
         # since the job was queued: theirs stands (intake checks the same before any work).
         theirs = [path for path in existing_sidecars(order.video, target) if path != item.output]
         if theirs:
-            return {"skipped": f"{theirs[0].name} already exists; AutoKR left it as it is", "written": []}
+            shown = theirs[0].relative_to(order.video.parent)
+            return {"skipped": f"has a {language_name(target)} subtitle: {shown} (left as it is)", "written": []}
     korean = render_srt((Timed(s.start, s.end, s.text) for s in segments), target)
     refused = place_subtitle(item.output, korean, own.get(str(item.output)), overwrite)
     if refused:

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import importlib
 import sys
+import time
 import types
 import wave
 from collections.abc import Callable, Iterator, Sequence
@@ -30,6 +31,7 @@ from contract import faults
 from contract.errors import PermanentError, TransientError
 from contract.manifest import ManifestItem
 from contract.protocol import EXIT_OUT_OF_MEMORY
+from workers import language_id
 from workers.chunks import CHUNK_SECONDS, Interval
 from workers.common import (
     Facts,
@@ -47,6 +49,7 @@ from workers.common import (
 )
 from workers.gpu import free_gpu_memory
 from workers.hallucinations import filter_segments
+from workers.language_id import Detect
 from workers.packing import SEAM_SECONDS, pack, pieces_of
 from workers.segments import Segment, Transcript, Word, scored, write_stage_file
 from workers.timing import follow_speech
@@ -156,12 +159,12 @@ def transcribe_speech(
     audio: np.ndarray,
     language: str,
     progress: ProgressCallback,
-    use_vad: bool = True,
+    speech: list[Interval] | None,
     filter_hallucinations: bool = True,
 ) -> Transcript:
-    """One video, not packed: voice activity → the engine's segments (word timestamps) → cues
-    that follow the speech → the hallucination filter. Audio with no speech is not given to Whisper."""
-    speech = speech_in(audio, use_vad)
+    """One video, not packed: its speech (``speech_in``: None when voice activity detection is
+    off) → the engine's segments (word timestamps) → cues that follow the speech → the
+    hallucination filter. Audio with no speech is not given to Whisper."""
     if speech == []:
         progress(100)
         return Transcript((), language, speech=())
@@ -177,6 +180,7 @@ class Heard:
     audio: np.ndarray
     speech: list[Interval]
     progress: ProgressReporter
+    language: language_id.Heard | None = None
 
     @property
     def packed_seconds(self) -> float:
@@ -208,11 +212,20 @@ def transcribe_cohort(items: list[ManifestItem], loaded: Loaded, arguments: argp
     return 0
 
 
-def _facts(loaded: Loaded, arguments: argparse.Namespace, transcript: Transcript, packed: int) -> Facts:
-    return {
+def _facts(
+    loaded: Loaded,
+    arguments: argparse.Namespace,
+    transcript: Transcript,
+    packed: int,
+    heard: language_id.Heard | None = None,
+) -> Facts:
+    facts: Facts = {
         "model": loaded.model, "segments": len(transcript.segments), "batch_size": loaded.batch_size,
         "decoding": arguments.decoding, "engine": loaded.engine, "packed_with": packed,
     }  # fmt: skip
+    if heard is not None:
+        facts |= {"language": heard.language, "language_probability": round(heard.probability, 3)}
+    return facts
 
 
 def _listen(item: ManifestItem, loaded: Loaded, arguments: argparse.Namespace) -> Heard | None:
@@ -224,16 +237,46 @@ def _listen(item: ManifestItem, loaded: Loaded, arguments: argparse.Namespace) -
         audio = read_audio(item.input)
         faults.raise_out_of_memory_if_armed("transcribe", loaded.batch_size)
         speech = speech_in(audio, use_vad=True) or []
+        language = check_language(item, loaded, audio, speech)
+        if language is not None and not language.accepted:
+            emit("done", item.id, **skipped_facts(loaded, item, language))
+            return None
         if speech:
-            return Heard(item, audio, speech, progress)
+            return Heard(item, audio, speech, progress, language)
         transcript = Transcript((), arguments.language, speech=())
         write_stage_file(item.output, replace(transcript, model=loaded.model))
     except Exception as error:
         fail_items([item.id], error)
         return None
     progress(100)
-    emit("done", item.id, **_facts(loaded, arguments, transcript, 1))
+    emit("done", item.id, **_facts(loaded, arguments, transcript, 1, language))
     return None
+
+
+def check_language(
+    item: ManifestItem, loaded: Loaded, audio: np.ndarray, speech: list[Interval] | None
+) -> language_id.Heard | None:
+    """The spoken language of an item whose track is untagged (``listen``), else None."""
+    if not item.audio.listen or loaded.detect is None:
+        return None
+    started = time.monotonic()
+    spoken = item.audio.spoken or ("ja",)
+    found = speech if speech is not None else [(0.0, len(audio) / 16000)]
+    heard = language_id.listen(loaded.detect, audio, found, spoken)
+    if heard is not None:
+        took = time.monotonic() - started
+        log(
+            f"item {item.id}: speech is {heard.language} (p {heard.probability:.2f}; {heard.windows} windows, "
+            f"{heard.share:.0%} of them in {'/'.join(spoken)}), heard in {took:.2f} s"
+        )
+    return heard
+
+
+def skipped_facts(loaded: Loaded, item: ManifestItem, heard: language_id.Heard) -> Facts:
+    return {
+        "skipped": heard.reason(item.audio.spoken or ("ja",)), "written": [], "model": loaded.model,
+        "engine": loaded.engine, "language": heard.language, "language_probability": round(heard.probability, 3),
+    }  # fmt: skip
 
 
 def _decode_group(group: list[Heard], loaded: Loaded, arguments: argparse.Namespace) -> None:
@@ -258,7 +301,7 @@ def _decode_group(group: list[Heard], loaded: Loaded, arguments: argparse.Namesp
             fail_items([heard.item.id], error)
             continue
         heard.progress(100)
-        emit("done", heard.item.id, **_facts(loaded, arguments, transcript, len(group)))
+        emit("done", heard.item.id, **_facts(loaded, arguments, transcript, len(group), heard.language))
 
 
 ENGINES = ("ctranslate2", "torch")
@@ -275,6 +318,8 @@ class Loaded:
     """What ``autokr status`` shows: ``ctranslate2 int8``, ``torch float16``, ..."""
     window: float = 30.0
     """The longest window the engine decodes, in seconds (its chunk limit)."""
+    detect: Detect | None = None
+    """Language detection on windows of speech (``workers/language_id.py``)."""
 
 
 def _whisper_on_torch(arguments: argparse.Namespace) -> Loaded:
@@ -314,8 +359,20 @@ def _whisper_on_torch(arguments: argparse.Namespace) -> Loaded:
             sequential=lambda piece: transcribe_audio(model, piece, options, lambda _: None), pieces=pieces,
         )  # fmt: skip
 
+    def detect(windows: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        import torch
+        import whisper
+
+        weights = model.encoder.conv1.weight
+        mels = torch.stack(
+            [whisper.log_mel_spectrogram(whisper.pad_or_trim(window), n_mels=model.dims.n_mels) for window in windows]
+        ).to(weights.device, dtype=weights.dtype)
+        with torch.no_grad():
+            _tokens, probabilities = model.detect_language(mels)
+        return [dict(found) for found in probabilities]
+
     precision = "float16" if device.on_gpu else "float32"
-    return Loaded(model_name, batch_size or 1, decode, f"torch {precision}", CHUNK_SECONDS)
+    return Loaded(model_name, batch_size or 1, decode, f"torch {precision}", CHUNK_SECONDS, detect)
 
 
 def _whisper_on_ctranslate2(arguments: argparse.Namespace) -> Loaded:
@@ -348,7 +405,7 @@ def _whisper_on_ctranslate2(arguments: argparse.Namespace) -> Loaded:
         return model.transcribe(audio, speech, batch_size, progress, pieces)
 
     batch = batch_size if arguments.decoding == "batched" else 1
-    return Loaded(model_name, batch, decode, f"ctranslate2 {compute}", CHUNK_SECONDS)
+    return Loaded(model_name, batch, decode, f"ctranslate2 {compute}", CHUNK_SECONDS, model.detect)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -419,16 +476,20 @@ def main(argv: list[str] | None = None) -> int:
             raise PermanentError(f"audio file not found: {item.input}")
         audio = read_audio(item.input)
         faults.raise_out_of_memory_if_armed("transcribe", loaded.batch_size)
+        speech = speech_in(audio, use_vad=not arguments.no_vad)
+        heard = check_language(item, loaded, audio, speech)
+        if heard is not None and not heard.accepted:
+            return skipped_facts(loaded, item, heard)
         found = transcribe_speech(
             loaded.decode,
             audio,
             arguments.language,
             progress,
-            use_vad=not arguments.no_vad,
+            speech,
             filter_hallucinations=not arguments.keep_hallucinations,
         )
         write_stage_file(item.output, replace(found, model=loaded.model))
-        return _facts(loaded, arguments, found, 1)
+        return _facts(loaded, arguments, found, 1, heard)
 
     return run_worker(items, transcribe)
 

@@ -315,7 +315,7 @@ def test_8_autokrs_own_subtitle_of_replaced_content_goes_when_the_new_content_ha
     for name, job in first.items():
         ledger.finished(job, f"{name} before it was replaced")
     assert replaced_a["state"] == "done"
-    assert replaced_b["note"] == "B.ko.srt already exists"
+    assert replaced_b["note"] == "has a Korean subtitle: B.ko.srt"
     assert (inbox / "B.ko.srt").read_text(encoding="utf-8") == PERSON  # never anyone else's
     assert again["state"] == "done" and (inbox / "A.ko.srt").exists()
     assert "removed AutoKR's subtitle of the replaced video" in daemon.log()

@@ -376,3 +376,35 @@ def test_autokr_once_runs_the_whole_pipeline(tmp_path, tiny_whisper, tiny_nllb):
     assert "transcribe done in" in finished.stderr
     assert finished.stdout.strip() == str(tmp_path / "out.srt")
     assert pysubs2.load(str(tmp_path / "out.srt"), encoding="utf-8").events
+
+
+@pytest.mark.real_whisper
+@pytest.mark.parametrize("engine", ["ctranslate2", "torch"])
+def test_transcribe_listens_to_an_untagged_track_first_on_either_engine(
+    tmp_path, engine, whisper_base, whisper_base_ct2, speech_sample
+):
+    """English speech (espeak-ng) is reported skipped with its language and probability, and no
+    transcript is written; Japanese speech is transcribed, with the language it was heard in."""
+    from contract.manifest import AudioOrder, ManifestItem, write_manifest
+    from testkit.library import english_speech
+    from testkit.require import skip_or_fail
+
+    if shutil.which("espeak-ng") is None:
+        skip_or_fail("espeak-ng is not installed (apt install espeak-ng)")
+    english, japanese = tmp_path / "en.wav", tmp_path / "ja.wav"
+    ffmpeg("-i", str(english_speech(tmp_path / "spoken.wav")), "-ac", "1", "-ar", "16000", str(english))
+    ffmpeg("-i", str(speech_sample), "-ac", "1", "-ar", "16000", str(japanese))
+    listen = AudioOrder(("ja",), listen=True)
+    manifest = tmp_path / "manifest.json"
+    write_manifest(manifest, [
+        ManifestItem("1", english, tmp_path / "en.json", audio=listen),
+        ManifestItem("2", japanese, tmp_path / "ja.json", audio=listen),
+    ])  # fmt: skip
+    model = whisper_base_ct2 if engine == "ctranslate2" else whisper_base
+    events = run_worker(
+        "transcribe", "--jobs", str(manifest), "--model", str(model), "--engine", engine, "--device", "cpu"
+    )
+    done = {event["item"]: event for event in events if event["event"] == "done"}
+    assert done["1"]["skipped"].startswith("speech is English (p ") and done["1"]["language"] == "en"
+    assert done["1"]["language_probability"] > 0.5 and not (tmp_path / "en.json").exists()
+    assert "skipped" not in done["2"] and done["2"]["language"] == "ja" and (tmp_path / "ja.json").exists()

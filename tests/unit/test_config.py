@@ -108,3 +108,31 @@ def test_packing_reaches_the_transcribe_worker_as_its_flags(tmp_path, packing, f
     path.write_text(f'[daemon]\ninbox = ["inbox"]\nstate_dir = "state"\n[models]\npacking = "{packing}"\n', "utf-8")
     options = stage_options(load_config(path), "transcribe")
     assert [flag for flag in options if flag.startswith("--") and "packing" in flag] == flags
+
+
+def test_the_library_and_web_sections_default_to_japanese_and_no_socket_and_say_what_is_wrong(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    path = tmp_path / "autokr.toml"
+    path.write_text(f'[daemon]\ninbox = ["{inbox}"]\nstate_dir = "state"\n', encoding="utf-8")
+    config = load_config(path)
+    assert (config.web.listen, config.spoken_languages, config.library.check_untagged_audio) == ("", ("ja",), True)
+    assert not config.library.forced_subtitles_count
+    path.write_text(
+        f'[daemon]\ninbox = ["{inbox}"]\nstate_dir = "state"\n[library]\nspoken_languages = ["ja", "xx"]\n'
+        '[web]\nlisten = "127.0.0.1"\ntoken = "short"\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    problems = "\n".join(caught.value.problems)
+    assert "[library] spoken_languages: 'xx' is not a language code" in problems
+    assert '[web] listen must be an address and a port such as "127.0.0.1:8787"' in problems
+    assert "[web] token must be at least 16 characters" in problems and "short" not in problems
+    path.write_text(
+        f'[daemon]\ninbox = ["{inbox}"]\nstate_dir = "state"\n[web]\nlisten = "[::1]:8787"\n'
+        'token_file = "credential:web"\n',
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert (config.web.listen, config.web.token_file) == ("[::1]:8787", "credential:web")

@@ -10,6 +10,9 @@ from daemon.scheduler import next_cohort
 class Job:
     id: int
     stage: str
+    path: str = ""
+    mtime_ns: int = 0
+    priority: float = 0.0
 
 
 def run_to_the_end(count: int, limit: int) -> tuple[list[tuple[str, int]], list[int]]:

@@ -312,8 +312,23 @@ def test_migration_5_adds_the_series_memory_to_a_schema_4_database_and_keeps_its
     database_of_schema(path, 4, "/inbox/Show/a.mkv")  # as release 09e5430 (schema 4) left it
     with Store(path) as store:
         assert [(job.path, job.state) for job in store.jobs()] == [("/inbox/Show/a.mkv", JobState.DONE)]
-        assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == 5
+        assert store.db.execute("SELECT MAX(version) FROM schema_migrations").fetchone()[0] == SCHEMA_VERSION
         memory = SeriesMemory(store)
         assert memory.terms(Path("/inbox/Show")) == ()
         memory.remember(Path("/inbox/Show"), [("田中", "다나카")], 1)
         assert memory.terms(Path("/inbox/Show")) == (("田中", "다나카"),)
+
+
+def test_migration_6_adds_priority_to_a_schema_5_database_and_a_play_puts_a_waiting_video_first(tmp_path):
+
+    path = tmp_path / "autokr.sqlite3"
+    database_of_schema(path, 5, "/inbox/Show/a.mkv")  # as release 2c3ec90 (schema 5) left it
+    with Store(path) as store:
+        (done,) = store.jobs()
+        assert (done.state, done.priority) == (JobState.DONE, 0.0)
+        waiting = [store.add(f"/inbox/Show/S01E0{number}.mkv", 1, number) for number in (1, 2, 3)]
+        assert [job.id for job in store.next_cohort(8)] == [job.id for job in waiting]
+        assert store.prioritize([waiting[2].id, done.id], 42.0) == [store.get(waiting[2].id)]
+        assert store.get(done.id).priority == 0.0  # a finished video is not asked for again
+        assert [job.id for job in store.next_cohort(8)] == [waiting[2].id]
+        assert store.get(waiting[2].id).as_public_dict()["priority"] == 42.0
