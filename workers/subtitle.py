@@ -30,8 +30,8 @@ from contract.files import (
     place_without_clobbering,
     write_descriptor,
 )
-from contract.manifest import ManifestItem, SubtitleOrder
 from contract.languages import language_name
+from contract.manifest import ManifestItem, SubtitleOrder
 from contract.subtitles import existing_sidecars
 from workers.common import (
     Facts,
