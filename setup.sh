@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets AutoKR up in ./.venv on a new machine: ffmpeg/ffprobe (from apt when missing),
 # PyTorch, then AutoKR itself. `./setup.sh --dev` adds the test and lint tools (and Ray, which
-# the tests of the Ray backend need, and espeak-ng from apt, the tests' English speech); `./setup.sh --ray` adds Ray alone, for [cluster] backend
+# the tests of the Ray backend need, and from apt espeak-ng, chromium, chromium-driver and
+# prometheus, which the tests use); `./setup.sh --ray` adds Ray alone, for [cluster] backend
 # = "ray" (~260 MB, on the daemon's host and on every node).
 # AUTOKR_TORCH picks the PyTorch build, e.g. AUTOKR_TORCH="torch==2.13.0" (the default).
 set -euo pipefail
@@ -23,9 +24,12 @@ packages=()
 if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v ffprobe >/dev/null 2>&1; then
   packages+=(ffmpeg)
 fi
-# --dev: the tests' English speech (tests/e2e/test_library.py) comes from espeak-ng.
-if [[ " ${wanted[*]-} " == *" dev "* ]] && ! command -v espeak-ng >/dev/null 2>&1; then
-  packages+=(espeak-ng)
+# --dev: the tests' English speech comes from espeak-ng (tests/e2e/test_library.py); the status
+# page is tested in Chromium and its metrics scraped by Prometheus (tests/e2e/test_status_page.py).
+if [[ " ${wanted[*]-} " == *" dev "* ]]; then
+  for tool in espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver prometheus:prometheus; do
+    command -v "${tool%%:*}" >/dev/null 2>&1 || packages+=("${tool#*:}")
+  done
 fi
 if [ ${#packages[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null 2>&1; then

@@ -76,7 +76,7 @@ def detection_rows(arguments: argparse.Namespace, folder: Path) -> None:
 
 def folder_rows(arguments: argparse.Namespace, folder: Path) -> None:
     inbox = folder / "inbox"
-    inbox.mkdir()
+    inbox.mkdir(parents=True)
     voices = {
         "ja": as_wav(SHARED_SAMPLE, folder / "ja12.wav", 12),
         "en": as_wav(english_speech(folder / "en-long.wav"), folder / "en12.wav", 12),

@@ -16,7 +16,7 @@ from loguru import logger
 from contract.errors import AutoKRError
 from contract.media import probe
 from contract.protocol import dumps_json, printable
-from daemon import __version__, report
+from daemon import __version__, overview, report
 from daemon.announcer import Outbox, describe_pending
 from daemon.cluster import last_problem
 from daemon.config import Config, config_candidates, default_config_path, is_set, load_config
@@ -91,7 +91,7 @@ def command_status(arguments: argparse.Namespace) -> int:
     selection = report.Selection(arguments.state, arguments.prefix, arguments.all)
     if arguments.json:
         jobs = report.select(store, selection) if store is not None else []
-        print(dumps_json([job.as_public_dict() for job in jobs], indent=1))
+        print(dumps_json(overview.public_jobs(store, jobs, store.clock()) if store is not None else [], indent=1))
         return 0
     state_dir = config.daemon.state_dir
     daemon_pid = lock_holder(state_dir)

@@ -79,12 +79,22 @@ class CohortRunner:
         self.progress: dict[JobId, float] = {}
         self._pending: list[WorkerEvent] = []  # read, not yet recorded (a full state folder)
         self._stop_reason: str | None = None  # set when the worker was stopped; "" on purpose
+        self.timed_out = False  # stopped for reporting nothing for stage_timeout_seconds
         device, remote = (slot.device or None, slot.remote) if slot else (None, False)
         command = stages.worker_command(config, stage, manifest, device, remote)
         command += ["--memory-level", str(memory_level)] if memory_level else []
         environment = {**stages.worker_environment(config, stage), **(slot.environment if slot else {})}
         self.worker = WorkerProcess(stage, command, environment, wake=wake, on_log=on_log)
         self.last_activity = monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the worker started."""
+        return self.monotonic() - self.worker.started_at
+
+    @property
+    def stopped_on_purpose(self) -> bool:
+        return self._stop_reason == ""
 
     @property
     def waiting(self) -> list[JobId]:
@@ -115,6 +125,7 @@ class CohortRunner:
                 "(hung? see stage_timeout_seconds)"
             )
             logger.warning("{}: stopping it", reason)
+            self.timed_out = True
             self.stop(reason)
             returncode = self.worker.poll()
         if returncode is None:
@@ -130,7 +141,7 @@ class CohortRunner:
         outputs = [item.output for item in self.items.values()]
         outputs += [item.subtitle.source_output for item in self.items.values() if item.subtitle.source_output]
         stages.remove_temporary_files(outputs)
-        elapsed = self.monotonic() - self.worker.started_at
+        elapsed = self.elapsed
         ending = "finished" if returncode == 0 else describe_exit(returncode)
         logger.info("{} worker pid {} after {:.1f} s: {}", self.stage, self.worker.pid, elapsed, ending)
         return returncode

@@ -66,6 +66,15 @@ class Event:
 
 
 @dataclass(frozen=True)
+class Action:
+    """A person's request from the status page (or the API), for the daemon's loop."""
+
+    kind: str
+    """``retry`` (a failed video, at the stage that failed) or ``front`` (a waiting video first)."""
+    job_id: int
+
+
+@dataclass(frozen=True)
 class Hook:
     """A webhook's request, for the daemon's loop: a video in an inbox, and what to do."""
 

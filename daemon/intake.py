@@ -20,7 +20,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from contract.errors import PermanentError, WorkerError
+from contract.errors import AutoKRError, PermanentError, WorkerError
 from contract.files import file_signature
 from contract.languages import language_code, language_name
 from contract.media import MediaInfo, probe
@@ -30,8 +30,8 @@ from daemon import discovery, stages
 from daemon.announcer import Teller
 from daemon.config import Config
 from daemon.errors import StorePaused
-from daemon.hooks import PLAY, Hook
-from daemon.jobs import UNCHECKED, AudioFacts, Job, JobState
+from daemon.hooks import PLAY, Action, Hook
+from daemon.jobs import UNCHECKED, AudioFacts, Job, JobId, JobState
 from daemon.scheduler import following
 from daemon.store import Store
 from daemon.watcher import InboxWatcher
@@ -79,8 +79,8 @@ class Intake:
         self.unusable_seen: set[tuple[str, int, int, str]] = set()  # problems already logged
         self.wanted: dict[str, float] = {}
         """Paths someone asked for first (a play webhook) before they were jobs: path → when."""
-        self.hooks: queue.SimpleQueue[Hook] = queue.SimpleQueue()
-        """Webhooks' requests, from the listener's thread (``daemon/web.py``)."""
+        self.hooks: queue.SimpleQueue[Hook | Action] = queue.SimpleQueue()
+        """Webhooks' and the status page's requests, from the listener's thread (``daemon/web.py``)."""
 
     def start(self) -> None:
         self.watcher.start()
@@ -106,11 +106,16 @@ class Intake:
             except queue.Empty:
                 break
             try:
-                self._hooked(hook)
+                if isinstance(hook, Action):
+                    self._act(hook)
+                else:
+                    self._hooked(hook)
             except StorePaused:
                 raise
+            except AutoKRError as error:  # a retry of a job that is no longer failed
+                logger.warning("{}", error)
             except Exception as error:  # noqa: BLE001 - one odd request must never stop the daemon
-                logger.warning("{} webhook for {}: {}", hook.service, hook.path, _describe_path_problem(error))
+                logger.warning("{}: {}", hook, _describe_path_problem(error))
         self.watcher.check()
         for path in self.watcher.drain():
             self.consider(path)
@@ -150,6 +155,15 @@ class Intake:
         ):
             return
         self.tracker.observe(path)
+
+    def _act(self, action: Action) -> None:
+        """The status page's buttons: retry a failed video, put a waiting one first."""
+        job = self.store.get(JobId(action.job_id))
+        if action.kind == "retry":
+            job = self.store.retry(str(job.id))
+            logger.info("retry asked from the status page: {} waits at {}", job.path, job.stage)
+        elif action.kind == "front" and self.store.prioritize([job.id], self.store.clock()):
+            logger.info("asked from the status page: {} goes first", job.path)
 
     def _hooked(self, hook: Hook) -> None:
         """A webhook's video (in an inbox: ``daemon/web.py`` checked): an import is looked at
@@ -277,7 +291,10 @@ class Intake:
         if isinstance(verdict, str):
             self._skip(stable, verdict)
             return
-        job = self.store.add(path, stable.size, stable.mtime_ns, audio=verdict, priority=self.wanted.pop(path, 0.0))
+        job = self.store.add(
+            path, stable.size, stable.mtime_ns, audio=verdict, priority=self.wanted.pop(path, 0.0),
+            duration=info.duration or None,
+        )  # fmt: skip
         logger.info("{} {} (job {})", "restarting changed" if replaced else "queued", path, job.id)
 
     def _skip(self, stable: discovery.StableFile, note: str) -> None:

@@ -63,6 +63,8 @@ class StageRecord:
     fallback_lines: int | None = None
     """LLM engine: how many lines its NLLB fallback translated (``fallback_model``)."""
     fallback_model: str | None = None
+    seconds: float | None = None
+    """Wall time of the stage for this video: its share (by length) of its cohort's worker."""
 
     def to_json(self) -> JsonObject:
         return {name.name: getattr(self, name.name) for name in fields(self) if getattr(self, name.name) is not None}
@@ -77,9 +79,11 @@ class StageRecord:
             found = value.get(key)
             return found if isinstance(found, int) and not isinstance(found, bool) else None
 
+        seconds = value.get("seconds")
         return cls(
             text("model"), text("engine"), text("decoding"), number("batch_size"), text("device"),
             number("fallback_lines"), text("fallback_model"),
+            float(seconds) if isinstance(seconds, int | float) and not isinstance(seconds, bool) else None,
         )  # fmt: skip
 
     @property
@@ -140,6 +144,8 @@ class JobFacts:
     it (Korean text is never written as ``Video.en.srt``)."""
     audio: AudioFacts | None = None
     """The spoken language of the track AutoKR transcribes: tagged, heard, or still unchecked."""
+    duration: float | None = None
+    """The video's length in seconds (ffprobe's, when it became a job): real-time factors, estimates."""
 
     @classmethod
     def from_json(cls, text: str | None) -> JobFacts:
@@ -152,6 +158,7 @@ class JobFacts:
             memory_levels={stage: int(level) for stage, level in value.get("memory_levels", {}).items()},
             languages=(str(value["languages"][0]), str(value["languages"][1])) if value.get("languages") else None,
             audio=AudioFacts.from_json(value.get("audio")),
+            duration=float(value["duration"]) if isinstance(value.get("duration"), int | float) else None,
         )
 
     def to_json(self) -> str:
@@ -168,6 +175,8 @@ class JobFacts:
             value["languages"] = list(self.languages)
         if self.audio is not None:
             value["audio"] = self.audio.to_json()
+        if self.duration is not None:
+            value["duration"] = round(self.duration, 3)
         return json.dumps(value)  # ASCII escapes: a name that is not UTF-8 survives (\udcXX)
 
     def kept_for_new_content(self) -> JobFacts:

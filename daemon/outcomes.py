@@ -22,6 +22,7 @@ from daemon.cohort import CohortRunner, Ending
 from daemon.config import Config
 from daemon.jobs import AudioFacts, Job, JobId, JobState, Signature, StageRecord
 from daemon.media_servers import Change
+from daemon.metrics import Metrics
 from daemon.series import SeriesMemory, series_folder
 from daemon.store import Store
 
@@ -40,7 +41,10 @@ class Outcomes:
         cohort: CohortRunner,
         jobs: dict[JobId, Job],
         monotonic: Callable[[], float],
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
+        self.finished: list[JobId] = []  # done at this stage, in order: timed at the cohort's end
         self.config = config
         self.store = store
         self.teller = teller
@@ -85,6 +89,7 @@ class Outcomes:
             note=skipped or result.note, skipped=bool(skipped), audio=heard,
         ):  # fmt: skip
             return  # the job was reset meanwhile (file replaced): this result is stale
+        self.finished.append(job_id)
         if result.terms:
             self._remember(job, result.terms)
         if skipped:
@@ -134,6 +139,21 @@ class Outcomes:
             if not retried:
                 failed(self.config, self.store, self.teller, job, ending.reason, self.cohort.worker.stderr_tail())
 
+    def timed(self, elapsed: float) -> None:
+        """The cohort's worker has ended after ``elapsed`` s: each video done at this stage gets
+        its share of that time, by its length (a packed cohort decodes its videos together)."""
+        if not self.finished:
+            return
+        lengths = {job_id: self.jobs[job_id].facts.duration for job_id in self.finished}
+        known = [length for length in lengths.values() if length]
+        typical = sum(known) / len(known) if known else 1.0
+        total = sum(length or typical for length in lengths.values())
+        shares = {job_id: elapsed * (length or typical) / total for job_id, length in lengths.items()}
+        self.store.record_seconds(self.cohort.stage, shares)
+        if self.metrics is not None:
+            for job_id, seconds in shares.items():
+                self.metrics.stage_done(self.cohort.stage, seconds, lengths[job_id])
+
     def _retry_with_less_memory(self, job: Job) -> bool:
         """GPU out of memory: queue the stage again one memory level down (half the batch,
         then the next smaller model); False once there is no level left to try."""
@@ -143,6 +163,8 @@ class Outcomes:
         reason = f"out of GPU memory; retrying with less (memory level {level}: smaller batch or model)"
         if self.store.requeue_smaller(job, level, reason):
             logger.warning("{} at {}: {}", job.path, self.cohort.stage, reason)
+            if self.metrics is not None:
+                self.metrics.memory_stepdowns.labels(self.cohort.stage).inc()
         return True
 
 

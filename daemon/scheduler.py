@@ -124,3 +124,18 @@ def following(name: str, names: Sequence[str]) -> str | None:
     index = ordered.index(name)
     later = ordered[index + 1] if index + 1 < len(ordered) else None
     return later if later is not None and episode_number(later) is not None else None
+
+
+def waiting_order(waiting: Sequence[J], stages: Sequence[str]) -> list[J]:
+    """Every waiting video in the order the workers will take them, as ``next_cohort`` picks:
+    the asked-for first (latest stage first), then the videos on their way (latest stage first),
+    then the backlog in ``library_order``."""
+    asked = [job for job in waiting if job.priority]
+    started = [job for job in waiting if not job.priority and job.stage != stages[0]]
+    rest = [job for job in waiting if not job.priority and job.stage == stages[0]]
+
+    def later_first(jobs: list[J]) -> list[J]:
+        return sorted(library_order(jobs), key=lambda job: -stages.index(job.stage))
+
+    asked = sorted(later_first(asked), key=lambda job: (-stages.index(job.stage), job.priority))
+    return [*asked, *later_first(started), *library_order(rest)]

@@ -353,6 +353,7 @@ class Store:
         force: bool = False,
         audio: AudioFacts | None = None,
         priority: float = 0.0,
+        duration: float | None = None,
     ) -> Job:
         """Records a new video, or starts a known path over (new content, or forced).
 
@@ -369,7 +370,8 @@ class Store:
             fresh = dict(
                 size=size, mtime_ns=mtime_ns, state=JobState(state).value, stage=FIRST_STAGE, progress=None, attempts=0,
                 not_before=0, runs="{}", error=error, stderr_tail=None, note=note, force=int(force),
-                facts=replace(previous.kept_for_new_content(), audio=audio).to_json(), priority=priority,
+                facts=replace(previous.kept_for_new_content(), audio=audio, duration=duration).to_json(),
+                priority=priority,
             )  # fmt: skip
             if existing is None:
                 connection.execute(
@@ -396,6 +398,24 @@ class Store:
                     (when, job_id, JobState.QUEUED.value, JobState.RUNNING.value),
                 )
         return [job for job_id in job_ids for job in self._rows("id = ?", (job_id,)) if job.priority]
+
+    def record_seconds(self, stage: str, seconds: dict[JobId, float]) -> None:
+        """Each video's share of its cohort's wall time at ``stage`` (``StageRecord.seconds``),
+        written once the cohort's worker has ended."""
+        with self._write() as connection:
+            for job_id, taken in seconds.items():
+                facts = self._facts(connection, job_id)
+                record = replace(facts.stages.get(stage, StageRecord()), seconds=round(taken, 3))
+                facts = replace(facts, stages={**facts.stages, stage: record})
+                connection.execute("UPDATE jobs SET facts = ? WHERE id = ?", (facts.to_json(), job_id))
+
+    def outbox_counts(self) -> list[tuple[str, str, int]]:
+        """(target, state, how many) of the announcements still to make (``pending``) or refused
+        (``rejected``): ``daemon/announcer.py``'s outbox, for the metrics."""
+        cursor = self.db.execute(
+            "SELECT target, state, COUNT(*) FROM outbox WHERE state IN ('pending', 'rejected') GROUP BY target, state"
+        )
+        return [(str(target), str(state), int(number)) for target, state, number in cursor.fetchall()]
 
     def skipped_notes(self) -> list[str]:
         """The notes of the skipped videos (why each was skipped), for the summary's counts."""

@@ -30,7 +30,7 @@ from contract import faults
 from contract.files import describe_os_error
 from contract.manifest import ManifestItem, write_manifest
 from contract.pipeline import PIPELINE, STAGE
-from contract.protocol import EXIT_CLUSTER_UNREACHABLE
+from contract.protocol import EXIT_CLUSTER_UNREACHABLE, JsonObject
 from daemon import stages
 from daemon.announcer import Announcer, Teller, announcer_key, expire_unconfigured, senders_for
 from daemon.availability import WAITING, ModelWatch
@@ -40,6 +40,7 @@ from daemon.config import Config, LanguageSettings, load_config
 from daemon.errors import ConfigError, DatabaseLocked, StateFull, StorePaused
 from daemon.intake import Intake
 from daemon.jobs import Job, JobId
+from daemon.metrics import Metrics, exit_cause
 from daemon.outcomes import Outcomes, failed
 from daemon.sd_notify import Notifier
 from daemon.series import translate_order
@@ -95,7 +96,8 @@ class Supervisor:
         self.teller = Teller(store, ())
         self.announcement_problems: list[str] = []  # shown in STATUS= (a key file that cannot be read)
         self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
-        self.web = WebSide(self.intake.hooks, self.flags.wake)  # [web] listen: webhooks, status events
+        self.metrics = Metrics()  # what /metrics shows (daemon/metrics.py)
+        self.web = WebSide(self.intake.hooks, self.flags.wake, self.metrics)  # [web] listen
         self.published: object = None  # the counts the status stream was last sent
         self.status = StatusReporter(self.notifier, monotonic)
         self.slots: list[Slot] = []  # where workers may run, from [cluster] (at start)
@@ -361,7 +363,8 @@ class Supervisor:
                 failed(self.config, self.store, self.teller, job, reason)
             return
         claimed = {job.id: job for job in jobs}
-        outcomes = Outcomes(self.config, self.store, self.teller, cohort, claimed, self.monotonic)
+        outcomes = Outcomes(self.config, self.store, self.teller, cohort, claimed, self.monotonic, self.metrics)
+        self.metrics.worker_starts.labels(stage).inc()
         self.busy[slot.name] = Busy(slot, cohort, outcomes, claimed)
         names = ", ".join(Path(job.path).name for job in jobs)
         where = f" on {slot.name}" if len(self.slots) > 1 else ""
@@ -408,6 +411,10 @@ class Supervisor:
         if returncode is None:
             return
         del self.busy[busy.slot.name]
+        cohort = busy.cohort
+        cause = exit_cause(returncode, cohort.stopped_on_purpose, cohort.timed_out)
+        self.metrics.worker_exits.labels(cohort.stage, cause).inc()
+        busy.outcomes.timed(cohort.elapsed)
         if not busy.slot.remote:
             return
         if returncode == EXIT_CLUSTER_UNREACHABLE:
@@ -451,9 +458,23 @@ class Supervisor:
             self.problems_written = lasting
         problems = [problem for problem in (self.state_full, self.cluster.problem) if problem] + lasting
         counts = self.store.counts()
-        if counts != self.published:  # the status page's stream: only when something changed
-            self.published = counts
-            self.web.publish("counts", {state.value: number for state, number in counts.items()})
+        live: JsonObject = {
+            "counts": {state.value: number for state, number in counts.items()},
+            "running": [
+                {
+                    "id": job_id,
+                    "stage": busy.cohort.stage,
+                    "progress": round(busy.cohort.progress.get(job_id, 0.0), 1),
+                    "slot": busy.slot.name,
+                }
+                for busy in self.busy.values()
+                for job_id in busy.cohort.waiting
+            ],  # fmt: skip
+            "problems": problems,
+        }
+        if live != self.published:  # the status page's stream: once a second at most, when it changed
+            self.published = live
+            self.web.publish("live", live)
         return status_line(counts, running, problems, paused=bool(self.state_full))
 
 

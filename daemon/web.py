@@ -33,6 +33,7 @@ import hmac
 import json
 import queue
 import resource
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +43,11 @@ from loguru import logger
 
 from contract.protocol import JsonObject, printable
 from daemon import hooks
+from daemon.api import Api, Reply
 from daemon.config import Config, listen_address, read_secret
 from daemon.errors import ConfigError
-from daemon.hooks import Answer, Hook, Resolver
+from daemon.hooks import Action, Answer, Hook, Resolver
+from daemon.metrics import Metrics
 
 REQUEST_SECONDS = 10.0
 """How long a request's head and body may take to arrive (``WebListener.request_seconds``)."""
@@ -89,8 +92,9 @@ class WebListener:
     def __init__(
         self,
         config: Config,
-        hooks_queue: queue.SimpleQueue[Hook],
+        hooks_queue: queue.SimpleQueue[Hook | Action],
         wake: threading.Event,
+        metrics: Metrics | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         """Raises ``ConfigError`` when the secret cannot be read."""
@@ -99,11 +103,13 @@ class WebListener:
         self.host, self.port = address
         self.hooks = hooks_queue
         self.wake = wake
+        self.metrics = metrics
         self.monotonic = monotonic
         self.update(config)
+        self.csrf = secrets.token_urlsafe(24)
+        self.api = Api(config.database_path, config.daemon.state_dir, metrics, hooks_queue, wake, self.csrf)
         self.request_seconds = REQUEST_SECONDS
         self.connections = 0
-        self.counts = {"requests": 0, "unauthorized": 0, "refused": 0, "accepted": 0}
         self._buckets: dict[str, _Bucket] = {}
         self._failures: dict[str, tuple[float, int]] = {}
         self._subscribers: set[asyncio.Queue[bytes | None]] = set()
@@ -113,6 +119,7 @@ class WebListener:
         self._server: asyncio.base_events.Server | None = None
         self._thread: threading.Thread | None = None
         self._last: dict[str, bytes] = {}
+        self._shape = ""  # the last live event's counts and running set (daemon's thread)
 
     def update(self, config: Config) -> None:
         """The config now (a reload): its secret and how webhooks are resolved."""
@@ -180,21 +187,44 @@ class WebListener:
             asyncio.run_coroutine_threadsafe(close(), loop)
         if self._thread is not None:
             self._thread.join(5)
-        self._lookups.shutdown(wait=False, cancel_futures=True)
+        self._lookups.shutdown(wait=True, cancel_futures=True)
+        self.api.close()
 
     def publish(self, event: str, data: JsonObject) -> None:
         """Sends ``event`` to every status stream; returns at once (the daemon's loop calls it).
         The last event of each name is kept for streams that open later."""
-        text = f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
+        text = _event(event, json.dumps(data, ensure_ascii=False).encode())
+        changed = event == "live" and _shape(data) != self._shape
+        if changed:
+            self._shape = _shape(data)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(self._fanout, event, text)
+                loop.call_soon_threadsafe(self._fanout, event, text, changed)
 
-    def _fanout(self, event: str, text: bytes) -> None:
+    def _fanout(self, event: str, text: bytes, changed: bool = False) -> None:
         self._last[event] = text
         for subscriber in list(self._subscribers):
             _offer(subscriber, text)
+        if changed and not self._subscribers:
+            self._last.pop("status", None)  # out of date: a stream that opens later fetches it
+        elif changed or (event == "live" and "status" not in self._last and self._subscribers):
+            # The counts or the running set changed: the lists the page shows, pushed once to
+            # every stream (built on a thread, at most twice a second) instead of fetched by each.
+            asyncio.ensure_future(self._push_status())
+
+    async def _push_status(self) -> None:
+        if self._pending >= MAX_PENDING_LOOKUPS:
+            return
+        self._pending += 1
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(self._lookups, self.api.status_bytes)
+        except Exception as error:  # noqa: BLE001 - a store that cannot be read now: the next change tries again
+            logger.debug("status for the stream not built: {}", error)
+            return
+        finally:
+            self._pending -= 1
+        self._fanout("status", _event("status", body))
 
     # --- the listener's side -----------------------------------------------------------------
 
@@ -224,17 +254,17 @@ class WebListener:
             request = await _next(reader, connection, deadline, self.monotonic)
             if not isinstance(request, h11.Request):
                 return  # the client went away
-            self.counts["requests"] += 1
             authorized = self._authorized(request, client)
             target = request.target.decode("latin-1").split("?", 1)[0]
             method = request.method.decode("latin-1")
             # Guesses of the secret and webhooks are rationed per address; reading status is not
             # (a status page opens a stream per browser tab, all from one proxy's address).
             if (not authorized or method == "POST") and not self._within_rate(client):
+                self._count("rate_limited")
                 await self._send(writer, connection, Answer(429, {"error": "too many requests; slow down"}))
                 return
             if not authorized:
-                self.counts["unauthorized"] += 1
+                self._count("unauthorized")
                 refusal = Answer(401, {"error": "a valid token is needed"})
                 await self._send(writer, connection, refusal, unauthorized=True)
                 return
@@ -244,16 +274,12 @@ class WebListener:
             if method == "GET" and target == "/api/v1/health":
                 await self._send(writer, connection, Answer(200, {"ok": True, "connections": self.connections}))
                 return
-            service = target.removeprefix("/hooks/")
-            if not target.startswith("/hooks/") or service not in hooks.SERVICES:
-                await self._send(writer, connection, Answer(404, {"error": "no such address"}))
-                return
-            if method != "POST":
-                await self._send(writer, connection, Answer(405, {"error": "webhooks are POSTed"}))
+            if not _same_origin(request):
+                await self._send(writer, connection, Answer(403, {"error": "a request from another site"}))
                 return
             if connection.client_is_waiting_for_100_continue:
                 writer.write(connection.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-            body = await _body(reader, connection, request, deadline, self.monotonic)
+            body = await _body(reader, connection, request, deadline, self.monotonic) if method == "POST" else b""
         except h11.RemoteProtocolError:
             await self._send(writer, connection, Answer(400, {"error": "not an HTTP request AutoKR understands"}))
             return
@@ -261,12 +287,38 @@ class WebListener:
             await self._send(writer, connection, Answer(413, {"error": f"bodies are at most {MAX_BODY_BYTES} bytes"}))
             return
         except TimeoutError:
-            self.counts["refused"] += 1
+            self._count("timed_out")
             with contextlib.suppress(h11.LocalProtocolError):
                 await self._send(writer, connection, Answer(408, {"error": "the request took too long"}))
             return
-        answer = await self._resolve(service, body, _header(request, b"content-type"))
-        await self._send(writer, connection, answer)
+        if target.startswith("/hooks/"):
+            service = target.removeprefix("/hooks/")
+            if service not in hooks.SERVICES:
+                answer = Answer(404, {"error": "no such address"})
+            elif method != "POST":
+                answer = Answer(405, {"error": "webhooks are POSTed"})
+            else:
+                answer = await self._resolve(service, body, _header(request, b"content-type"))
+            await self._send(writer, connection, answer)
+            return
+        cached = self.api.fresh_status() if (method, target) == ("GET", "/api/v1/status") else None
+        if cached is not None:
+            await self._reply(writer, connection, Reply(200, cached))
+            return
+        if self._pending >= MAX_PENDING_LOOKUPS:
+            await self._send(writer, connection, Answer(503, {"error": "busy; ask again later"}))
+            return
+        headers = {name: value.decode("latin-1") for name, value in request.headers}
+        bearer = _header(request, b"authorization").strip().lower().startswith("bearer ")
+        self._pending += 1
+        try:
+            loop = asyncio.get_running_loop()
+            reply = await loop.run_in_executor(
+                self._lookups, self.api.answer, method, request.target.decode("latin-1"), headers, bearer
+            )
+        finally:
+            self._pending -= 1
+        await self._reply(writer, connection, reply)
 
     async def _resolve(self, service: str, body: bytes, content_type: str) -> Answer:
         if self._pending >= MAX_PENDING_LOOKUPS:
@@ -279,13 +331,17 @@ class WebListener:
         finally:
             self._pending -= 1
         if hook is None:
-            self.counts["refused"] += answer.status >= 400
+            self._count("refused" if answer.status >= 400 else "ignored")
             return answer
-        self.counts["accepted"] += 1
+        self._count("accepted")
         logger.info("{} webhook: {} {}", service, hook.kind, printable(hook.path))
         self.hooks.put(hook)
         self.wake.set()
         return answer
+
+    def _count(self, outcome: str) -> None:
+        if self.metrics is not None:
+            self.metrics.webhooks.labels(outcome).inc()
 
     def _within_rate(self, client: str) -> bool:
         now = self.monotonic()
@@ -351,22 +407,41 @@ class WebListener:
         self, writer: asyncio.StreamWriter, connection: h11.Connection, answer: Answer, unauthorized: bool = False
     ) -> None:
         body = json.dumps(answer.body, ensure_ascii=False).encode()
+        extra = ((b"www-authenticate", b'Basic realm="AutoKR", charset="UTF-8"'),) if unauthorized else ()
+        await self._reply(writer, connection, Reply(answer.status, body, headers=extra))
+
+    async def _reply(self, writer: asyncio.StreamWriter, connection: h11.Connection, reply: Reply) -> None:
         headers = [
-            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-            (b"connection", b"close"),
+            (b"content-type", reply.content_type.encode()), (b"content-length", str(len(reply.body)).encode()),
+            (b"connection", b"close"), (b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
+            *reply.headers,
         ]  # fmt: skip
-        if unauthorized:
-            headers.append((b"www-authenticate", b'Basic realm="AutoKR", charset="UTF-8"'))
         if connection.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
             return
         if connection.their_state == h11.IDLE:  # answered before a request was read (503)
-            writer.write(b"HTTP/1.1 %d %s\r\n" % (answer.status, b"Error"))
-            writer.write(b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + body)
+            writer.write(b"HTTP/1.1 %d %s\r\n" % (reply.status, b"Error"))
+            writer.write(b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n" + reply.body)
         else:
-            writer.write(connection.send(h11.Response(status_code=answer.status, headers=headers)) or b"")
-            writer.write(connection.send(h11.Data(data=body)) or b"")
+            writer.write(connection.send(h11.Response(status_code=reply.status, headers=headers)) or b"")
+            writer.write(connection.send(h11.Data(data=reply.body)) or b"")
             writer.write(connection.send(h11.EndOfMessage()) or b"")
         await asyncio.wait_for(writer.drain(), REQUEST_SECONDS)
+
+
+def _event(name: str, data: bytes) -> bytes:
+    """One server-sent event (``data`` is one line of JSON)."""
+    return b"event: " + name.encode() + b"\ndata: " + data + b"\n\n"
+
+
+def _shape(live: JsonObject) -> str:
+    """What in a ``live`` event changes the page's lists: the counts and which videos run where."""
+    running = live.get("running")
+    ids = (
+        [(job.get("id"), job.get("stage")) for job in running if isinstance(job, dict)]
+        if isinstance(running, list)
+        else []
+    )
+    return json.dumps([live.get("counts"), ids, live.get("problems")], sort_keys=True)
 
 
 def _offer(subscriber: asyncio.Queue[bytes | None], text: bytes | None) -> None:
@@ -419,6 +494,15 @@ async def _body(
             raise ConnectionError
 
 
+def _same_origin(request: h11.Request) -> bool:
+    """A browser names the page a request comes from (``Origin``): it must be this listener's
+    own address (``Host``), or a page elsewhere could make a logged-in browser act."""
+    origin = _header(request, b"origin")
+    if not origin or origin == "null" and request.method == b"GET":
+        return True
+    return origin.partition("://")[2].rstrip("/") == _header(request, b"host")
+
+
 def _header(request: h11.Request, name: bytes) -> str:
     return next((value.decode("latin-1") for key, value in request.headers if key == name), "")
 
@@ -450,9 +534,12 @@ class WebSide:
     """The listener as the supervisor holds it: opened, reloaded, closed, and why it is not
     open when it should be (shown in ``STATUS=`` and ``autokr status``)."""
 
-    def __init__(self, hooks_queue: queue.SimpleQueue[Hook], wake: threading.Event) -> None:
+    def __init__(
+        self, hooks_queue: queue.SimpleQueue[Hook | Action], wake: threading.Event, metrics: Metrics | None = None
+    ) -> None:
         self.hooks = hooks_queue
         self.wake = wake
+        self.metrics = metrics
         self.listener: WebListener | None = None
         self.listening = ""
         self.problem = ""
@@ -470,7 +557,7 @@ class WebSide:
         if not config.web.listen:
             return
         try:
-            listener = WebListener(config, self.hooks, self.wake)
+            listener = WebListener(config, self.hooks, self.wake, self.metrics)
             listener.start()
         except ConfigError as error:
             self.problem = f"not listening for webhooks: {'; '.join(error.problems)}"
