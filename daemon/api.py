@@ -27,6 +27,7 @@ from pathlib import Path
 from contract.protocol import dumps_json, printable
 from daemon import overview
 from daemon.announcer import Outbox, describe_pending
+from daemon.cluster import last_problem
 from daemon.errors import JobNotFound, StoreError
 from daemon.hooks import Action, Hook
 from daemon.jobs import JobId, JobState
@@ -72,6 +73,8 @@ class Api:
         self._store: Store | None = None
         self._lock = threading.Lock()
         self._cached: tuple[float, bytes] = (0.0, b"")
+        page = resources.files("daemon").joinpath("static/status.html").read_text(encoding="utf-8")
+        self.page = page.replace("{{csrf}}", csrf).encode()
         if metrics is not None:
             metrics.watch_store(lambda: Store(database, writable=False))
 
@@ -95,9 +98,8 @@ class Api:
 
     def _route(self, method: str, path: str, query: str, headers: dict[bytes, str], bearer: bool) -> Reply:
         if method == "GET" and path in ("/", "/index.html"):
-            page = resources.files("daemon").joinpath("static/status.html").read_text(encoding="utf-8")
             headers_out = ((b"content-security-policy", CSP), (b"x-frame-options", b"DENY"))
-            return Reply(200, page.replace("{{csrf}}", self.csrf).encode(), "text/html; charset=utf-8", headers_out)
+            return Reply(200, self.page, "text/html; charset=utf-8", headers_out)
         if method == "GET" and path == "/metrics":
             if self.metrics is None:
                 return _json(404, {"error": "no metrics here"})
@@ -157,7 +159,9 @@ class Api:
             return cached
         store = self.store()
         media = describe_pending(Outbox(store), now)
-        document = overview.status_document(store, now, read_problems(self.state_dir), media)
+        problems = read_problems(self.state_dir)
+        cluster = last_problem(self.state_dir)  # as autokr status says it
+        document = overview.status_document(store, now, [*problems, *([cluster] if cluster else [])], media)
         body = json.dumps(document, ensure_ascii=False).encode("utf-8")
         self._cached = (now, body)
         return body

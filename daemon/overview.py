@@ -41,8 +41,9 @@ def realtime_factors(done: Sequence[Job]) -> dict[str, float]:
 def estimates(store: Store, now: float) -> tuple[list[Job], dict[JobId, float | None], dict[str, float]]:
     """The waiting videos in the scheduler's order, when each should be ready (epoch seconds,
     or None while a stage has no measured factor yet), and the factors."""
-    factors = realtime_factors(store.recent(JobState.DONE, RTF_SAMPLE))
-    lengths = [job.facts.duration for job in store.recent(JobState.DONE, RTF_SAMPLE) if job.facts.duration]
+    done = store.recent(JobState.DONE, RTF_SAMPLE)
+    factors = realtime_factors(done)
+    lengths = [job.facts.duration for job in done if job.facts.duration]
     typical = statistics.median(lengths) if lengths else None
     running = store.select(JobState.RUNNING, None)
     queued = waiting_order(store.select(JobState.QUEUED, None), STAGES)

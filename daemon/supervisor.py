@@ -98,7 +98,7 @@ class Supervisor:
         self.intake = Intake(config, store, self.flags.wake, self._stop_worker_of, self.teller, monotonic)
         self.metrics = Metrics()  # what /metrics shows (daemon/metrics.py)
         self.web = WebSide(self.intake.hooks, self.flags.wake, self.metrics)  # [web] listen
-        self.published: object = None  # the counts the status stream was last sent
+        self.published: object = None  # the last "live" event sent to the status stream
         self.status = StatusReporter(self.notifier, monotonic)
         self.slots: list[Slot] = []  # where workers may run, from [cluster] (at start)
         self.cluster = ClusterWatch(config, monotonic)  # the Ray backend: reachable, or paused
